@@ -1,0 +1,1 @@
+"""Triton kernels of mmengine, imported as ``mmengine.kernels``."""

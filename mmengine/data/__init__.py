@@ -1,0 +1,4 @@
+"""Data side of mmengine: preparation, the C++ fast loader, samplers and batch builders.
+
+Deliberately empty: ``import mmengine.data.fastloader`` must stay free of torch.
+"""
