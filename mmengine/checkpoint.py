@@ -1,0 +1,439 @@
+"""The checkpoint format: atomic saves, safe loads, legacy conversion and trunk transfer.
+
+A checkpoint is a ``torch.save``d dict of tensors and plain Python values only::
+
+    {"model": state_dict, "optimizer": optimizer state_dict | None,
+     "model_args": GPTConfig as plain values (mode as its string), "iter_num": int,
+     "best_val_loss": float | None, "config": dict, ...any other trainer state}
+
+which is also the layout nanoGPT and the research codebase before this one wrote, so every load
+uses ``torch.load(weights_only=True)``. Older ``model_args`` are converted on load (see
+:func:`convert_model_args`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any
+
+import torch
+
+from mmengine.model import GPT, GPTConfig, ModelMode
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CheckpointError",
+    "TransferReport",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "build_model",
+    "load_trunk",
+    "convert_model_args",
+    "clean_state_dict",
+]
+
+# prefixes added by torch.compile (_orig_mod.) and DistributedDataParallel (module.)
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+HEAD_PREFIXES = ("lm_head.", "sequence_head.")
+TRUNK_PREFIX = "transformer."
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model asked of it."""
+
+
+@dataclass
+class TransferReport:
+    """What :func:`load_trunk` did: the one summary of a transfer."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)  # trunk keys copied from the checkpoint
+    missing: list[str] = field(default_factory=list)  # model trunk keys the checkpoint lacks (kept as initialised)
+    unexpected: list[str] = field(default_factory=list)  # checkpoint trunk keys the model has no place for
+    skipped_heads: list[str] = field(default_factory=list)  # checkpoint head keys, never transferred
+    embedding_extended: tuple[int, int] | None = None  # (checkpoint vocab, model vocab) when rows were added
+
+    def summary(self) -> str:
+        text = (
+            f"transferred {len(self.loaded)} trunk tensors from {self.source}; "
+            f"skipped {len(self.skipped_heads)} head tensors; "
+            f"missing {len(self.missing)}{_listing(self.missing)}; "
+            f"unexpected {len(self.unexpected)}{_listing(self.unexpected)}"
+        )
+        if self.embedding_extended:
+            old, new = self.embedding_extended
+            text += f"; token embedding extended from {old} to {new} rows (old rows kept)"
+        return text
+
+
+def _listing(keys: list[str], limit: int = 6) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:limit])
+    return f" ({shown}{', ...' if len(keys) > limit else ''})"
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The GPT inside DDP (.module) and torch.compile (._orig_mod) wrappers."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+# -----------------------------------------------------------------------------
+# Saving
+
+
+def _plain(value: Any, where: str) -> Any:
+    """value converted to what torch.load(weights_only=True) can read back, or TypeError."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor, torch.dtype, torch.device)):
+        return value
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, where)
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, where)
+    if isinstance(value, (dict, OrderedDict)):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                raise TypeError(f"checkpoint entry {where} has a key of type {type(k).__name__}; use plain keys")
+            out[k] = _plain(v, f"{where}[{k!r}]")
+        return type(value)(out) if isinstance(value, OrderedDict) else out
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalars
+        return value.item()
+    raise TypeError(
+        f"checkpoint entry {where} is a {type(value).__name__}; checkpoints hold only tensors and plain "
+        "Python values so they can be loaded with weights_only=True"
+    )
+
+
+def save_checkpoint(path, model, optimizer=None, **state) -> Path:
+    """Writes ``{"model", "optimizer", "model_args", "iter_num", "best_val_loss", "config", **state}``.
+
+    The file appears atomically: it is written to a temporary file in the same folder,
+    flushed and fsynced, then renamed over ``path``, so a crash mid-save leaves the previous
+    checkpoint intact (and no temporary file behind). Returns the path.
+    """
+    path = Path(path)
+    gpt = _unwrap(model)
+    if not isinstance(gpt, GPT):
+        raise TypeError(f"save_checkpoint needs a GPT model, got {type(gpt).__name__}")
+    checkpoint = {
+        "model": gpt.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "model_args": gpt.config.to_dict(),
+        "iter_num": 0,
+        "best_val_loss": None,
+        "config": {},
+    }
+    for key, value in state.items():
+        checkpoint[key] = value
+    checkpoint = {key: _plain(value, repr(key)) for key, value in checkpoint.items()}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    logger.debug("saved checkpoint %s", path)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # makes the rename itself durable; not every platform can open a folder
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -----------------------------------------------------------------------------
+# Loading
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Reads a checkpoint with ``torch.load(weights_only=True)``.
+
+    A bare state dict (a dict of tensors) is returned as ``{"model": it}``. A missing, truncated,
+    unsafe or foreign file raises :class:`CheckpointError` naming the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses anything but tensors and plain values
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} holds objects other than tensors and plain values and is refused by the "
+            f"safe loader (weights_only=True): {first}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch checkpoint ({first})"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict")
+    if "model" not in checkpoint:
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            return {"model": checkpoint}
+        keys = ", ".join(sorted(map(str, checkpoint))[:8]) or "none"
+        raise CheckpointError(f"checkpoint {path} has no 'model' entry (its keys: {keys})")
+    if not isinstance(checkpoint["model"], dict):
+        raise CheckpointError(f"checkpoint {path}: its 'model' entry is a {type(checkpoint['model']).__name__}, not a state dict")
+    return checkpoint
+
+
+def clean_state_dict(state_dict: dict) -> dict:
+    """Strips torch.compile (``_orig_mod.``) and DDP (``module.``) prefixes from the keys."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    changed = True
+        key = key.replace("._orig_mod.", ".")
+        out[key] = value
+    return out
+
+
+def _is_derived_buffer(key: str) -> bool:
+    # buffers older code saved that this model recomputes: nanoGPT's causal-mask buffer
+    # (attn.bias, present when flash attention was unavailable) and RoPE tables
+    return key.endswith(".attn.bias") or key.endswith(("inv_freq", "cos_cached", "sin_cached"))
+
+
+def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkpoint") -> dict:
+    """Older ``model_args`` -> keyword arguments for today's :class:`GPTConfig`.
+
+    - ``binary_classification=True`` -> TOKEN_CLASSIFIER with 2 classes;
+    - no ``mode`` -> LANGUAGE_MODEL; ``mode`` given as "ModelMode.NAME" or a name is accepted;
+    - no ``attention_type`` -> "causal" (the old default);
+    - no ``use_rope`` -> ``position_encoding == "rotary"`` when that older key exists, otherwise
+      inferred from the weights (``transformer.wpe.weight`` present means learned positions);
+    - no ``bias`` -> inferred from LayerNorm bias keys;
+    - ``init_from_checkpoint`` is dropped: a saved model already holds its transferred trunk;
+    - other unknown keys (``ignore_index``, ...) are dropped with a debug log.
+    """
+    args = dict(model_args)
+    converted = {}
+    if args.pop("binary_classification", False):
+        converted["mode"] = ModelMode.TOKEN_CLASSIFIER.value
+        converted["num_token_classes"] = 2
+        args.pop("mode", None)
+        args.pop("num_token_classes", None)
+    mode = args.pop("mode", ModelMode.LANGUAGE_MODEL.value) if "mode" not in converted else converted["mode"]
+    try:
+        converted["mode"] = ModelMode.parse(mode).value
+    except ValueError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    converted["attention_type"] = args.pop("attention_type", "causal") or "causal"
+    position_encoding = args.pop("position_encoding", None)
+    if "use_rope" in args:
+        converted["use_rope"] = bool(args.pop("use_rope"))
+    elif position_encoding is not None:
+        converted["use_rope"] = position_encoding == "rotary"
+    else:
+        converted["use_rope"] = "transformer.wpe.weight" not in state_dict
+    if "bias" in args and args["bias"] is not None:
+        converted["bias"] = bool(args.pop("bias"))
+    else:
+        args.pop("bias", None)
+        converted["bias"] = "transformer.ln_f.bias" in state_dict
+    args.pop("init_from_checkpoint", None)
+    for key, value in args.items():
+        if key in _CONFIG_FIELDS:
+            converted[key] = value
+    dropped = sorted(k for k in args if k not in _CONFIG_FIELDS)
+    if dropped:
+        logger.debug("%s: ignoring model_args the model does not use: %s", source, ", ".join(dropped))
+    # fill architecture sizes a very old checkpoint may lack, from the weights
+    wte = state_dict.get("transformer.wte.weight")
+    if wte is not None and wte.dim() == 2:
+        converted.setdefault("vocab_size", int(wte.shape[0]))
+        converted.setdefault("n_embd", int(wte.shape[1]))
+    if "n_layer" not in converted:
+        layers = {k.split(".")[2] for k in state_dict if k.startswith("transformer.h.")}
+        if layers:
+            converted["n_layer"] = len(layers)
+    wpe = state_dict.get("transformer.wpe.weight")
+    if wpe is not None and "block_size" not in converted:
+        converted["block_size"] = int(wpe.shape[0])
+    missing = [k for k in ("vocab_size", "n_embd", "n_layer", "n_head", "block_size") if k not in converted]
+    if missing:
+        raise CheckpointError(f"{source}: model_args lack {', '.join(missing)} and they cannot be inferred from the weights")
+    return converted
+
+
+def _shape_problems(model: torch.nn.Module, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    return missing, unexpected, mismatched
+
+
+def load_model(path, map_location="cpu", **overrides) -> GPT:
+    """Builds the model a checkpoint describes and loads its weights (legacy formats converted).
+
+    ``overrides`` replace config values (e.g. ``dropout=0.0``, ``attention_backend="torch"``).
+    The checkpoint's ``init_from_checkpoint`` is never read again, and nothing is frozen: the
+    returned model has every parameter trainable (the trainer re-freezes on resume if it needs).
+    Any missing key, unexpected key or shape mismatch raises :class:`CheckpointError` listing
+    them; a model is returned only when every tensor loaded.
+    """
+    checkpoint = load_checkpoint(path, map_location=map_location)
+    return model_from_checkpoint(checkpoint, source=str(path), **overrides)
+
+
+def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overrides) -> GPT:
+    """:func:`load_model` for a checkpoint dict already in memory."""
+    state_dict = clean_state_dict(checkpoint["model"])
+    state_dict = {k: v for k, v in state_dict.items() if not _is_derived_buffer(k)}
+    model_args = checkpoint.get("model_args")
+    if not isinstance(model_args, dict):
+        raise CheckpointError(f"checkpoint {source} has no model_args describing the architecture")
+    kwargs = convert_model_args(model_args, state_dict, f"checkpoint {source}")
+    unknown = sorted(set(overrides) - _CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown model overrides {', '.join(unknown)}; valid ones: {', '.join(sorted(_CONFIG_FIELDS))}")
+    kwargs.update(overrides)
+    kwargs["init_from_checkpoint"] = None
+    try:
+        config = GPTConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {source} describes an invalid model: {exc}") from None
+    model = GPT(config)
+    missing, unexpected, mismatched = _shape_problems(model, state_dict)
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_listing(missing, 8).strip(' ()')}")
+        if unexpected:
+            parts.append(f"unexpected keys {_listing(unexpected, 8).strip(' ()')}")
+        if mismatched:
+            parts.append(f"shape mismatches {'; '.join(mismatched[:8])}")
+        raise CheckpointError(f"checkpoint {source} does not fit a {config.mode.value} model: " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+# -----------------------------------------------------------------------------
+# Transfer learning
+
+
+def load_trunk(model: GPT, path) -> TransferReport:
+    """Copies the trunk (``transformer.*``) of any mode's checkpoint into ``model``.
+
+    Head weights are skipped. When the model's vocabulary is larger than the checkpoint's, the
+    old embedding rows are copied and the new rows keep their initialisation. Keys on one side
+    only are reported, not fatal (e.g. ``wpe`` between RoPE and learned positions); any shape
+    mismatch, or a checkpoint vocabulary larger than the model's, raises
+    :class:`CheckpointError` before anything is copied.
+    """
+    model = _unwrap(model)
+    checkpoint = load_checkpoint(path)
+    source = str(path)
+    state_dict = {k: v for k, v in clean_state_dict(checkpoint["model"]).items() if not _is_derived_buffer(k)}
+    report = TransferReport(source=source)
+    report.skipped_heads = sorted(k for k in state_dict if k.startswith(HEAD_PREFIXES))
+    trunk = {k: v for k, v in state_dict.items() if k.startswith(TRUNK_PREFIX)}
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(TRUNK_PREFIX)}
+    report.missing = sorted(k for k in own if k not in trunk)
+    report.unexpected = sorted(k for k in trunk if k not in own)
+    problems = []
+    wte_key = "transformer.wte.weight"
+    for key in sorted(own.keys() & trunk.keys()):
+        ours, theirs = own[key], trunk[key]
+        if tuple(ours.shape) == tuple(theirs.shape):
+            continue
+        if key == wte_key and theirs.dim() == 2 and theirs.shape[1] == ours.shape[1] and theirs.shape[0] < ours.shape[0]:
+            report.embedding_extended = (int(theirs.shape[0]), int(ours.shape[0]))
+            continue
+        if key == wte_key and theirs.dim() == 2 and theirs.shape[0] > ours.shape[0]:
+            problems.append(
+                f"its vocabulary ({theirs.shape[0]}) is larger than the model's ({ours.shape[0]})"
+            )
+            continue
+        problems.append(f"{key} {tuple(theirs.shape)} vs model {tuple(ours.shape)}")
+    if problems:
+        raise CheckpointError(f"cannot transfer the trunk of {source}: " + "; ".join(problems))
+    if not (own.keys() & trunk.keys()):
+        raise CheckpointError(f"cannot transfer the trunk of {source}: it has no transformer.* weights in common with the model")
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for key in sorted(own.keys() & trunk.keys()):
+            target = params.get(key, buffers.get(key))
+            value = trunk[key].to(device=target.device, dtype=target.dtype)
+            if key == wte_key and report.embedding_extended:
+                target[: value.shape[0]].copy_(value)
+            else:
+                target.copy_(value)
+            report.loaded.append(key)
+    logger.info(report.summary())
+    return report
+
+
+def build_model(config: GPTConfig) -> GPT:
+    """A new model for training: ``GPT(config)``, then the trunk of ``config.init_from_checkpoint``
+    (when set), then the freeze asked by ``config.freeze_transformer``.
+
+    The transfer report is kept on the model as ``model.transfer_report`` (None without transfer).
+    """
+    model = GPT(config)
+    model.transfer_report = None
+    if config.init_from_checkpoint:
+        model.transfer_report = load_trunk(model, config.init_from_checkpoint)
+    if config.freeze_transformer:
+        model.freeze_transformer_weights()
+    return model
