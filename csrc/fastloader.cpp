@@ -1,0 +1,364 @@
+// mmengine._fastloader: the C++ side of mmengine.data.fastloader.
+//
+// Three functions over a 1-D token array (uint16 or uint32, C-contiguous, usually an np.memmap
+// read in place): paragraph_starts, gather_windows, gather_documents. Each one validates its
+// arguments once with the GIL held, allocates its numpy outputs, then releases the GIL and runs
+// the loops in loader_kernels.h on raw pointers, writing straight into the numpy buffers (no
+// copy on the way out). Semantics are documented in mmengine/data/reference.py, which holds
+// numpy implementations of the same three functions.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "loader_kernels.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using Int64Array = py::array_t<int64_t, py::array::c_style>;
+
+// Work (tokens scanned or copied) below which threads=0 stays on one thread: starting a thread
+// costs tens of microseconds, which only pays off once the loop itself takes a millisecond or so.
+constexpr int64_t kScanParallelMin = int64_t{1} << 22;
+constexpr int64_t kGatherParallelMin = int64_t{1} << 20;
+constexpr int kMaxThreads = 64;
+
+enum class TokenType { U16, U32 };
+enum class OutType { I64, I32, U16 };
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// tokens must be a 1-D, C-contiguous, aligned uint16 / uint32 array: never copied or converted,
+// so a mistake is a TypeError rather than a silent multi-GB copy.
+TokenType check_tokens(const py::array& tokens) {
+    TokenType type;
+    if (py::isinstance<py::array_t<uint16_t>>(tokens)) {
+        type = TokenType::U16;
+    } else if (py::isinstance<py::array_t<uint32_t>>(tokens)) {
+        type = TokenType::U32;
+    } else {
+        throw py::type_error("tokens must be a numpy array of dtype uint16 or uint32, got dtype " +
+                             dtype_name(tokens));
+    }
+    if (tokens.ndim() != 1)
+        throw py::type_error("tokens must be a 1-D array, got " + std::to_string(tokens.ndim()) +
+                             " dimensions");
+    const int need = py::array::c_style | py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+    if ((tokens.flags() & need) != need)
+        throw py::type_error(
+            "tokens must be C-contiguous and aligned (pass np.ascontiguousarray(tokens) if a copy "
+            "is acceptable)");
+    return type;
+}
+
+void check_index_array(const Int64Array& a, const char* name) {
+    if (a.ndim() != 1)
+        throw py::type_error(std::string(name) + " must be a 1-D int64 array, got " +
+                             std::to_string(a.ndim()) + " dimensions");
+}
+
+OutType check_out_dtype(const py::object& dtype_arg) {
+    const py::dtype dt = py::dtype::from_args(dtype_arg);
+    const bool native = dt.byteorder() != '>';
+    if (native && dt.kind() == 'i' && dt.itemsize() == 8) return OutType::I64;
+    if (native && dt.kind() == 'i' && dt.itemsize() == 4) return OutType::I32;
+    if (native && dt.kind() == 'u' && dt.itemsize() == 2) return OutType::U16;
+    throw py::type_error("dtype must be int64, int32 or uint16, got " +
+                         py::str(dt).cast<std::string>());
+}
+
+int64_t check_block_size(int64_t block_size) {
+    if (block_size < 1)
+        throw py::value_error("block_size must be >= 1, got " + std::to_string(block_size));
+    return block_size;
+}
+
+// threads > 0: exactly that many (at most one per unit of work); threads == 0: one thread below
+// `parallel_min` units of work, else min(hardware threads, 4).
+int resolve_threads(int threads, int64_t work, int64_t parallel_min, int64_t units) {
+    if (threads < 0)
+        throw py::value_error("threads must be >= 0 (0 picks a default), got " +
+                              std::to_string(threads));
+    if (threads == 0) {
+        if (work < parallel_min) return 1;
+        const unsigned hw = std::thread::hardware_concurrency();
+        threads = static_cast<int>(std::min(4u, hw == 0 ? 1u : hw));
+    }
+    threads = std::min(threads, kMaxThreads);
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
+}
+
+template <typename T>
+py::array_t<T> new_2d(int64_t rows, int64_t cols) {
+    return py::array_t<T>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)});
+}
+
+// --------------------------------------------------------------------------------------------
+// paragraph_starts
+//
+// Sorted positions p where a window of block_size tokens may start at a paragraph start: p = 0,
+// and every p >= k with tokens[p-k:p] == separator and tokens[p] != separator[0]; only p with
+// p + block_size <= len(tokens). The candidate range [k, n - block_size] is cut into one
+// contiguous chunk per thread; each thread scans its chunk into its own vector (windows that
+// cross a chunk edge are fine: every thread reads the whole array, it only *reports* positions
+// in its chunk), and the vectors are concatenated in chunk order, which keeps the output sorted
+// and independent of the thread count.
+template <typename Tok>
+py::array_t<int64_t> paragraph_starts_impl(const py::array& tokens_arr, const Int64Array& separator,
+                                           int64_t block_size, int threads) {
+    const Tok* tok = static_cast<const Tok*>(tokens_arr.data());
+    const int64_t n = tokens_arr.shape(0);
+    const int64_t k = separator.shape(0);
+    std::vector<Tok> sep(static_cast<size_t>(k));
+    for (int64_t j = 0; j < k; ++j) {
+        const int64_t v = separator.at(j);
+        if (v < 0 || v > static_cast<int64_t>(std::numeric_limits<Tok>::max()))
+            throw py::value_error("separator id " + std::to_string(v) + " does not fit in " +
+                                  dtype_name(tokens_arr) + " tokens");
+        sep[j] = static_cast<Tok>(v);
+    }
+    if (block_size > n) return py::array_t<int64_t>(0);
+
+    const int64_t p_begin = k;                  // first p with room for a separator before it
+    const int64_t p_end = n - block_size + 1;   // one past the last p whose window fits
+    const int64_t span = std::max<int64_t>(0, p_end - p_begin);
+    const int n_threads = resolve_threads(threads, span, kScanParallelMin, span);
+    std::vector<std::vector<int64_t>> found(n_threads);
+    {
+        py::gil_scoped_release release;
+        fastloader::parallel_chunks(span, n_threads, [&](int64_t b, int64_t e, int c) {
+            if (b < e) fastloader::scan_paragraphs(tok, sep.data(), k, p_begin + b, p_begin + e,
+                                                   found[c]);
+        });
+    }
+    int64_t total = 1;  // position 0
+    for (const auto& f : found) total += static_cast<int64_t>(f.size());
+    py::array_t<int64_t> out(total);
+    int64_t* dst = out.mutable_data();
+    dst[0] = 0;
+    int64_t at = 1;
+    for (const auto& f : found) {
+        std::copy(f.begin(), f.end(), dst + at);
+        at += static_cast<int64_t>(f.size());
+    }
+    return out;
+}
+
+py::array_t<int64_t> paragraph_starts(const py::array& tokens, const Int64Array& separator,
+                                      int64_t block_size, int threads) {
+    const TokenType type = check_tokens(tokens);
+    check_index_array(separator, "separator");
+    if (separator.shape(0) == 0) throw py::value_error("separator must not be empty");
+    check_block_size(block_size);
+    if (type == TokenType::U16)
+        return paragraph_starts_impl<uint16_t>(tokens, separator, block_size, threads);
+    return paragraph_starts_impl<uint32_t>(tokens, separator, block_size, threads);
+}
+
+// --------------------------------------------------------------------------------------------
+// gather_windows
+//
+// x[r] = tokens[starts[r] : starts[r] + block_size] (and y[r] the same shifted by one when
+// shift). Every start is checked before anything is read; the copy then runs row by row, rows
+// split into contiguous per-thread ranges when the batch is large. A narrowing output
+// (uint32 tokens into int32 / uint16) is allowed only if every copied token fits.
+template <typename Tok, typename Out>
+py::object gather_windows_typed(const py::array& tokens_arr, const Int64Array& starts,
+                                int64_t block_size, bool shift, int threads) {
+    const Tok* tok = static_cast<const Tok*>(tokens_arr.data());
+    const int64_t* st = starts.data();
+    const int64_t rows = starts.shape(0);
+    const int64_t width = block_size + (shift ? 1 : 0);
+    if constexpr (sizeof(Tok) > sizeof(Out) ||
+                  (sizeof(Tok) == sizeof(Out) && std::is_signed_v<Out>)) {
+        Tok m;
+        {
+            py::gil_scoped_release release;
+            m = fastloader::max_in_windows(tok, st, rows, width);
+        }
+        if (static_cast<uint64_t>(m) > static_cast<uint64_t>(std::numeric_limits<Out>::max()))
+            throw py::value_error("token id " + std::to_string(m) +
+                                  " does not fit in the requested output dtype");
+    }
+    auto x = new_2d<Out>(rows, block_size);
+    py::array_t<Out> y;
+    Out* xp = x.mutable_data();
+    Out* yp = nullptr;
+    if (shift) {
+        y = new_2d<Out>(rows, block_size);
+        yp = y.mutable_data();
+    }
+    const int n_threads = resolve_threads(threads, rows * width, kGatherParallelMin, rows);
+    {
+        py::gil_scoped_release release;
+        fastloader::parallel_chunks(rows, n_threads, [&](int64_t b, int64_t e, int) {
+            fastloader::gather_rows(tok, st, b, e, block_size, xp, yp);
+        });
+    }
+    if (shift) return py::make_tuple(x, y);
+    return std::move(x);
+}
+
+template <typename Tok>
+py::object gather_windows_impl(const py::array& tokens, const Int64Array& starts,
+                               int64_t block_size, bool shift, OutType out, int threads) {
+    switch (out) {
+        case OutType::I64:
+            return gather_windows_typed<Tok, int64_t>(tokens, starts, block_size, shift, threads);
+        case OutType::I32:
+            return gather_windows_typed<Tok, int32_t>(tokens, starts, block_size, shift, threads);
+        default:
+            return gather_windows_typed<Tok, uint16_t>(tokens, starts, block_size, shift, threads);
+    }
+}
+
+py::object gather_windows(const py::array& tokens, const Int64Array& starts, int64_t block_size,
+                          bool shift, const py::object& dtype, int threads) {
+    const TokenType type = check_tokens(tokens);
+    check_index_array(starts, "starts");
+    check_block_size(block_size);
+    const OutType out = check_out_dtype(dtype);
+    const int64_t n = tokens.shape(0);
+    const int64_t width = block_size + (shift ? 1 : 0);
+    const int64_t last_ok = n - width;  // largest valid start (negative: none is valid)
+    const int64_t* st = starts.data();
+    for (int64_t r = 0; r < starts.shape(0); ++r) {
+        if (st[r] < 0 || st[r] > last_ok)
+            throw py::index_error("start " + std::to_string(st[r]) + " (starts[" +
+                                  std::to_string(r) + "]) is out of range: a window of " +
+                                  std::to_string(width) + " tokens from it does not fit in " +
+                                  std::to_string(n) + " tokens");
+    }
+    if (type == TokenType::U16)
+        return gather_windows_impl<uint16_t>(tokens, starts, block_size, shift, out, threads);
+    return gather_windows_impl<uint32_t>(tokens, starts, block_size, shift, out, threads);
+}
+
+// --------------------------------------------------------------------------------------------
+// gather_documents
+//
+// Row r = [cls_id, the first min(len(doc), block_size - 1) tokens of document doc_ids[r],
+// pad_id ...], lengths[r] = 1 + the number of document tokens copied. Offsets are validated in
+// full (O(n_docs), sequential) and ids one by one before any token is read.
+template <typename Tok, typename Out>
+py::tuple gather_documents_typed(const py::array& tokens_arr, const Int64Array& offsets,
+                                 const Int64Array& ids, int64_t block_size, int64_t cls_id,
+                                 int64_t pad_id) {
+    for (const int64_t v : {cls_id, pad_id}) {
+        if (v < static_cast<int64_t>(std::numeric_limits<Out>::min()) ||
+            v > static_cast<int64_t>(std::numeric_limits<Out>::max()))
+            throw py::value_error((v == cls_id ? "cls_id " : "pad_id ") + std::to_string(v) +
+                                  " does not fit in the requested output dtype");
+    }
+    const Tok* tok = static_cast<const Tok*>(tokens_arr.data());
+    const int64_t* off = offsets.data();
+    const int64_t* id = ids.data();
+    const int64_t rows = ids.shape(0);
+    if constexpr (sizeof(Tok) > sizeof(Out) ||
+                  (sizeof(Tok) == sizeof(Out) && std::is_signed_v<Out>)) {
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t len = std::min(off[id[r] + 1] - off[id[r]], block_size - 1);
+            const int64_t s = off[id[r]];
+            const Tok m = fastloader::max_in_windows(tok, &s, 1, len);
+            if (static_cast<uint64_t>(m) > static_cast<uint64_t>(std::numeric_limits<Out>::max()))
+                throw py::value_error("token id " + std::to_string(m) + " in document " +
+                                      std::to_string(id[r]) +
+                                      " does not fit in the requested output dtype");
+        }
+    }
+    auto x = new_2d<Out>(rows, block_size);
+    py::array_t<int64_t> lengths(rows);
+    Out* xp = x.mutable_data();
+    int64_t* lp = lengths.mutable_data();
+    {
+        py::gil_scoped_release release;
+        fastloader::gather_docs(tok, off, id, rows, block_size, static_cast<Out>(cls_id),
+                                static_cast<Out>(pad_id), xp, lp);
+    }
+    return py::make_tuple(x, lengths);
+}
+
+template <typename Tok>
+py::tuple gather_documents_impl(const py::array& tokens, const Int64Array& offsets,
+                                const Int64Array& ids, int64_t block_size, int64_t cls_id,
+                                int64_t pad_id, OutType out) {
+    switch (out) {
+        case OutType::I64:
+            return gather_documents_typed<Tok, int64_t>(tokens, offsets, ids, block_size, cls_id,
+                                                        pad_id);
+        case OutType::I32:
+            return gather_documents_typed<Tok, int32_t>(tokens, offsets, ids, block_size, cls_id,
+                                                        pad_id);
+        default:
+            return gather_documents_typed<Tok, uint16_t>(tokens, offsets, ids, block_size, cls_id,
+                                                         pad_id);
+    }
+}
+
+py::tuple gather_documents(const py::array& tokens, const Int64Array& doc_offsets,
+                           const Int64Array& doc_ids, int64_t block_size, int64_t cls_id,
+                           int64_t pad_id, const py::object& dtype) {
+    const TokenType type = check_tokens(tokens);
+    check_index_array(doc_offsets, "doc_offsets");
+    check_index_array(doc_ids, "doc_ids");
+    check_block_size(block_size);
+    const OutType out = check_out_dtype(dtype);
+    const int64_t n = tokens.shape(0);
+    const int64_t n_offsets = doc_offsets.shape(0);
+    const int64_t* off = doc_offsets.data();
+    if (n_offsets == 0)
+        throw py::value_error("doc_offsets must hold n_docs + 1 entries, got an empty array");
+    if (off[0] < 0)
+        throw py::value_error("doc_offsets[0] must be >= 0, got " + std::to_string(off[0]));
+    for (int64_t d = 0; d + 1 < n_offsets; ++d) {
+        if (off[d + 1] < off[d])
+            throw py::value_error("doc_offsets must be non-decreasing, but doc_offsets[" +
+                                  std::to_string(d + 1) + "] = " + std::to_string(off[d + 1]) +
+                                  " < doc_offsets[" + std::to_string(d) +
+                                  "] = " + std::to_string(off[d]));
+    }
+    if (off[n_offsets - 1] > n)
+        throw py::value_error("doc_offsets[-1] = " + std::to_string(off[n_offsets - 1]) +
+                              " is past the end of the " + std::to_string(n) + " tokens");
+    const int64_t n_docs = n_offsets - 1;
+    const int64_t* id = doc_ids.data();
+    for (int64_t r = 0; r < doc_ids.shape(0); ++r) {
+        if (id[r] < 0 || id[r] >= n_docs)
+            throw py::index_error("doc id " + std::to_string(id[r]) + " (doc_ids[" +
+                                  std::to_string(r) + "]) is out of range for " +
+                                  std::to_string(n_docs) + " documents");
+    }
+    if (type == TokenType::U16)
+        return gather_documents_impl<uint16_t>(tokens, doc_offsets, doc_ids, block_size, cls_id,
+                                               pad_id, out);
+    return gather_documents_impl<uint32_t>(tokens, doc_offsets, doc_ids, block_size, cls_id,
+                                           pad_id, out);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_fastloader, m) {
+    m.doc() =
+        "C++ fast loader for mmengine (paragraph scan and batch assembly over uint16/uint32 "
+        "token arrays). Use it through mmengine.data.fastloader.";
+    m.def("paragraph_starts", &paragraph_starts, py::arg("tokens").noconvert(),
+          py::arg("separator").noconvert(), py::arg("block_size"), py::kw_only(),
+          py::arg("threads") = 0,
+          "Sorted int64 positions where a block_size window starts at a paragraph start.");
+    m.def("gather_windows", &gather_windows, py::arg("tokens").noconvert(),
+          py::arg("starts").noconvert(), py::arg("block_size"), py::kw_only(),
+          py::arg("shift") = false, py::arg("dtype") = py::str("int64"), py::arg("threads") = 0,
+          "x[i] = tokens[starts[i]:starts[i]+block_size] (and y shifted by one when shift).");
+    m.def("gather_documents", &gather_documents, py::arg("tokens").noconvert(),
+          py::arg("doc_offsets").noconvert(), py::arg("doc_ids").noconvert(),
+          py::arg("block_size"), py::kw_only(), py::arg("cls_id"), py::arg("pad_id"),
+          py::arg("dtype") = py::str("int64"),
+          "Rows of [cls_id, document tokens..., pad_id...] and their lengths.");
+}

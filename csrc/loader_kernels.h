@@ -1,0 +1,161 @@
+// Pure C++ loops behind mmengine._fastloader: no Python, no numpy, no validation.
+//
+// Every function here trusts its caller (fastloader.cpp) to have checked shapes, ranges and
+// dtypes once; the loops then run on raw pointers without bounds checks and without the GIL.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+namespace fastloader {
+
+// Runs fn(begin, end, chunk) on `threads` contiguous chunks of [0, n), chunk k covering
+// [k * ceil(n / threads), ...). Chunks are fixed by (n, threads) alone, so callers that write
+// chunk k's results to slot k get output that does not depend on scheduling. If a thread cannot
+// be started its chunk runs on the calling thread; an exception thrown by any chunk is rethrown
+// here after every thread has been joined.
+template <typename Fn>
+void parallel_chunks(int64_t n, int threads, Fn&& fn) {
+    if (threads <= 1 || n < 2) {
+        fn(int64_t{0}, n, 0);
+        return;
+    }
+    const int64_t chunk = (n + threads - 1) / threads;
+    std::vector<std::exception_ptr> errors(threads);
+    std::vector<std::thread> pool;
+    pool.reserve(threads);
+    auto run = [&fn, &errors](int64_t b, int64_t e, int k) {
+        try {
+            fn(b, e, k);
+        } catch (...) {
+            errors[k] = std::current_exception();
+        }
+    };
+    for (int k = 0; k < threads; ++k) {
+        const int64_t b = std::min(n, k * chunk);
+        const int64_t e = std::min(n, b + chunk);
+        if (k == threads - 1) {
+            run(b, e, k);  // the calling thread does the last chunk itself
+            break;
+        }
+        try {
+            pool.emplace_back(run, b, e, k);
+        } catch (...) {
+            run(b, e, k);
+        }
+    }
+    for (auto& t : pool) t.join();
+    for (auto& err : errors)
+        if (err) std::rethrow_exception(err);
+}
+
+// Paragraph scan.
+//
+// Appends to `out`, in increasing order, every p in [p_begin, p_end) such that
+//     tok[p-k .. p) == sep[0 .. k)   and   tok[p] != sep[0]
+// i.e. the first token after a separator that is not itself the start of another separator
+// (a run of separators yields one p, after the run).
+// Preconditions: k >= 1, p_begin >= k, tok[p] is readable for every p < p_end.
+//
+// Algorithm: the separator would begin at i = p - k. Positions are visited in blocks of
+// kBlock; a branch-free pass over the block ORs together a cheap necessary condition
+// (k == 1: the exact condition; k >= 2: tok[i] == sep[0] && tok[i+1] == sep[1]). The compiler
+// turns that pass into SIMD compares; only blocks where it fires (rare: separators are a few
+// percent of tokens at most) are re-scanned one position at a time with the exact test. The
+// whole scan reads the array once, so it runs near memory bandwidth.
+template <typename Tok>
+void scan_paragraphs(const Tok* tok, const Tok* sep, int64_t k, int64_t p_begin, int64_t p_end,
+                     std::vector<int64_t>& out) {
+    constexpr int64_t kBlock = 128;
+    const Tok s0 = sep[0];
+    const Tok s1 = k >= 2 ? sep[1] : Tok{0};
+    auto exact = [&](int64_t i) {  // separator starting at i, next token not sep[0]
+        for (int64_t j = 0; j < k; ++j)
+            if (tok[i + j] != sep[j]) return false;
+        return tok[i + k] != s0;
+    };
+    int64_t i = p_begin - k;
+    const int64_t i_end = p_end - k;
+    if (k == 1) {
+        for (; i + kBlock <= i_end; i += kBlock) {
+            const Tok* t = tok + i;
+            Tok any = 0;
+            for (int64_t j = 0; j < kBlock; ++j) any |= Tok((t[j] == s0) & (t[j + 1] != s0));
+            if (any)
+                for (int64_t j = 0; j < kBlock; ++j)
+                    if (t[j] == s0 && t[j + 1] != s0) out.push_back(i + j + 1);
+        }
+    } else {
+        for (; i + kBlock <= i_end; i += kBlock) {
+            const Tok* t = tok + i;
+            Tok any = 0;
+            for (int64_t j = 0; j < kBlock; ++j) any |= Tok((t[j] == s0) & (t[j + 1] == s1));
+            if (any)
+                for (int64_t j = 0; j < kBlock; ++j)
+                    if (exact(i + j)) out.push_back(i + j + k);
+        }
+    }
+    for (; i < i_end; ++i)
+        if (exact(i)) out.push_back(i + k);
+}
+
+// Copies n tokens into the output dtype (a widening or same-width copy; memcpy when the
+// types are identical). Written as a plain loop so that it vectorises.
+template <typename Tok, typename Out>
+inline void copy_tokens(const Tok* src, Out* dst, int64_t n) {
+    if constexpr (std::is_same_v<Tok, Out>) {
+        std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(Tok));
+    } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<Out>(src[j]);
+    }
+}
+
+// Largest token in tok[s .. s+len) over all starts s; used only before a narrowing copy
+// (uint32 tokens into an int32 / uint16 output) to refuse values that would not fit.
+template <typename Tok>
+Tok max_in_windows(const Tok* tok, const int64_t* starts, int64_t n_starts, int64_t len) {
+    Tok m = 0;
+    for (int64_t r = 0; r < n_starts; ++r) {
+        const Tok* t = tok + starts[r];
+        for (int64_t j = 0; j < len; ++j) m = std::max(m, t[j]);
+    }
+    return m;
+}
+
+// Window gather: x[r, :] = tok[starts[r] .. starts[r]+T), and when y != nullptr
+// y[r, :] = tok[starts[r]+1 .. starts[r]+T+1). Rows [r_begin, r_end) only, so that
+// rows can be split across threads. Preconditions: every window (plus one for y) is in range.
+template <typename Tok, typename Out>
+void gather_rows(const Tok* tok, const int64_t* starts, int64_t r_begin, int64_t r_end, int64_t T,
+                 Out* x, Out* y) {
+    for (int64_t r = r_begin; r < r_end; ++r) {
+        const Tok* src = tok + starts[r];
+        copy_tokens(src, x + r * T, T);
+        if (y != nullptr) copy_tokens(src + 1, y + r * T, T);
+    }
+}
+
+// Document gather: row r = [cls, first min(len(doc), T-1) tokens of doc ids[r], pad ...];
+// lengths[r] = 1 + the number of document tokens copied.
+// Preconditions: T >= 1, offsets valid (0 <= offsets[d] <= offsets[d+1] <= len(tok)),
+// every id in [0, n_docs), cls / pad representable in Out.
+template <typename Tok, typename Out>
+void gather_docs(const Tok* tok, const int64_t* offsets, const int64_t* ids, int64_t n_rows,
+                 int64_t T, Out cls, Out pad, Out* x, int64_t* lengths) {
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const int64_t d = ids[r];
+        const int64_t len = std::min(offsets[d + 1] - offsets[d], T - 1);
+        Out* row = x + r * T;
+        row[0] = cls;
+        copy_tokens(tok + offsets[d], row + 1, len);
+        std::fill(row + 1 + len, row + T, pad);
+        lengths[r] = 1 + len;
+    }
+}
+
+}  // namespace fastloader
