@@ -1,0 +1,527 @@
+"""Fused RoPE attention: FlashAttention-2 style forward and backward with the rotation on load.
+
+    o = softmax(sm_scale * rope(q) @ rope(k)^T + mask) @ v,   rope(x) = x * cos + rotate_half(x) * sin
+
+q, k, v are (B, H, T, D) and not yet rotated; cos, sin are (T, D) in the "rotate half" layout.
+Nothing rotated is ever written to memory: every kernel loads the two halves of q (or k),
+x1 = x[..., :D/2] and x2 = x[..., D/2:], and rotates them in registers,
+
+    r1 = x1 * cos1 - x2 * sin1,        r2 = x2 * cos2 + x1 * sin2,
+
+(cos1 = cos[:, :D/2], cos2 = cos[:, D/2:], same for sin), so every product with a rotated
+operand is split into two half-width dots: q_r @ k_r^T = q_r1 @ k_r1^T + q_r2 @ k_r2^T. The
+gradient through the rotation is its transpose, applied to the half tiles g1, g2 of d(rope(x)):
+
+    dx1 = g1 * cos1 + g2 * sin2,       dx2 = g2 * cos2 - g1 * sin1
+
+(equivalently dx = g * cos - rotate_half(g * sin) when cos/sin repeat their halves).
+
+Masking: with ``lengths`` (B,), keys at positions >= lengths[b] get probability 0, query rows
+at those positions output zeros, and all of their gradients (dq of padded rows, dk/dv of padded
+keys) are zero. ``causal`` adds key <= query. T may be any length: every load and store is
+masked at the sequence end, so no multiple of the block size is assumed.
+
+Forward stores the row log-sum-exp (base 2) for the backward, which is three kernels:
+delta = rowsum(o * do), then dk/dv (one program per key block, looping over query blocks)
+and dq (one program per query block, looping over key blocks), both recomputing the
+probabilities from the stored LSE. cos/sin are treated as constants (no gradient).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._runtime import check_runnable, interpreting
+
+# Decided once, when the kernels below are decorated: that is when Triton reads the variable.
+_INTERPRET = interpreting()
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+_LOG2E = 1.4426950408889634
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_rotated(X, offs_t, offs_h, row_mask, stride_xt, COS, SIN, stride_ct, HALF: tl.constexpr):
+    """Rotated halves (r1, r2) in fp32 of the rows ``offs_t`` of one (T, D) head; masked rows are 0.
+
+    ``offs_h`` spans HALF_PAD >= HALF columns (tl.dot needs 16); the extra columns load as 0.
+    """
+    mask = row_mask[:, None] & (offs_h[None, :] < HALF)
+    x_ptrs = X + offs_t[:, None] * stride_xt + offs_h[None, :]
+    c_ptrs = COS + offs_t[:, None] * stride_ct + offs_h[None, :]
+    s_ptrs = SIN + offs_t[:, None] * stride_ct + offs_h[None, :]
+    x1 = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(x_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
+    c1 = tl.load(c_ptrs, mask=mask, other=0.0).to(tl.float32)
+    c2 = tl.load(c_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
+    s1 = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)
+    s2 = tl.load(s_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
+    return x1 * c1 - x2 * s1, x2 * c2 + x1 * s2
+
+
+@triton.jit
+def _store_unrotated(
+    DX, g1, g2, offs_t, offs_h, row_mask, stride_xt, COS, SIN, stride_ct, scale, HALF: tl.constexpr
+):
+    """Store scale * R^T (g1, g2): the gradient w.r.t. the unrotated input, given the one w.r.t. the rotated."""
+    mask = row_mask[:, None] & (offs_h[None, :] < HALF)
+    c_ptrs = COS + offs_t[:, None] * stride_ct + offs_h[None, :]
+    s_ptrs = SIN + offs_t[:, None] * stride_ct + offs_h[None, :]
+    c1 = tl.load(c_ptrs, mask=mask, other=0.0).to(tl.float32)
+    c2 = tl.load(c_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
+    s1 = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)
+    s2 = tl.load(s_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
+    dx1 = (g1 * c1 + g2 * s2) * scale
+    dx2 = (g2 * c2 - g1 * s1) * scale
+    dx_ptrs = DX + offs_t[:, None] * stride_xt + offs_h[None, :]
+    tl.store(dx_ptrs, dx1.to(DX.dtype.element_ty), mask=mask)
+    tl.store(dx_ptrs + HALF, dx2.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _seq_len(LENGTHS, b, T, HAS_LENGTHS: tl.constexpr):
+    """Valid length of sequence b, clamped to [0, T]."""
+    if HAS_LENGTHS:
+        n = tl.load(LENGTHS + b)
+        n = tl.minimum(tl.maximum(n, 0), T)
+    else:
+        n = T
+    return n
+
+
+@triton.jit
+def _attn_fwd(
+    Q, K, V, COS, SIN, LENGTHS, O, LSE,
+    sm_scale,
+    stride_qb, stride_qh, stride_qt,
+    stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt,
+    stride_ob, stride_oh, stride_ot,
+    stride_ct,
+    H, T,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+):
+    # One program = BLOCK_M query rows of one (b, h). Invariant after each key block:
+    # m_i = running row max of the scores (log2 units), l_i = sum of exp2(s - m_i),
+    # acc = sum of exp2(s - m_i) * v; so o = acc / l_i and lse = m_i + log2(l_i) at the end.
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    seq_len = _seq_len(LENGTHS, b, T, HAS_LENGTHS)
+    HALF: tl.constexpr = HEAD_DIM // 2
+
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    O += b * stride_ob + h * stride_oh
+    LSE += pid_bh * T
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_h = tl.arange(0, HALF_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_seq = offs_m < T
+    row_valid = offs_m < seq_len
+
+    # Fold sm_scale and log2(e) into q once so the inner loop uses exp2 directly.
+    qk_scale = sm_scale * 1.4426950408889634
+    q1, q2 = _load_rotated(Q, offs_m, offs_h, in_seq, stride_qt, COS, SIN, stride_ct, HALF)
+    q1 = (q1 * qk_scale).to(Q.dtype.element_ty)
+    q2 = (q2 * qk_scale).to(Q.dtype.element_ty)
+
+    # A finite initial max keeps a row with every key masked (length 0) NaN-free: its p are all 0.
+    m_i = tl.full([BLOCK_M], -1.0e30, dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    hi = seq_len
+    if CAUSAL:
+        hi = tl.minimum(hi, (pid_m + 1) * BLOCK_M)
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        key_valid = offs_n < seq_len
+        k1, k2 = _load_rotated(K, offs_n, offs_h, key_valid, stride_kt, COS, SIN, stride_ct, HALF)
+        qk = tl.dot(q1, tl.trans(k1.to(Q.dtype.element_ty)))
+        qk = tl.dot(q2, tl.trans(k2.to(Q.dtype.element_ty)), qk)  # (BLOCK_M, BLOCK_N), log2 units
+        allowed = key_valid[None, :]
+        if CAUSAL:
+            allowed = allowed & (offs_n[None, :] <= offs_m[:, None])
+        qk = tl.where(allowed, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(qk - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=key_valid[:, None], other=0.0)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+
+    l_safe = tl.where(l_i > 0.0, l_i, 1.0)
+    o = acc / l_safe[:, None]
+    o = tl.where(row_valid[:, None], o, 0.0)
+    tl.store(
+        O + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty), mask=in_seq[:, None]
+    )
+    tl.store(LSE + offs_m, m_i + tl.math.log2(l_safe), mask=in_seq)
+
+
+@triton.jit
+def _attn_bwd_preprocess(O, DO, DELTA, n_rows, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    # delta_i = sum_d o_id * do_id = sum_j p_ij * dp_ij, the softmax-backward row term.
+    # O and DO are contiguous (B*H*T, D); rows of padded queries have o = 0, hence delta = 0.
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask = offs_m < n_rows
+    ptrs = offs_m[:, None] * HEAD_DIM + offs_d[None, :]
+    o = tl.load(O + ptrs, mask=mask[:, None], other=0.0).to(tl.float32)
+    do = tl.load(DO + ptrs, mask=mask[:, None], other=0.0).to(tl.float32)
+    tl.store(DELTA + offs_m, tl.sum(o * do, axis=1), mask=mask)
+
+
+@triton.jit
+def _attn_bwd_dkdv(
+    Q, K, V, COS, SIN, LENGTHS, DO, LSE, DELTA, DK, DV,
+    sm_scale,
+    stride_qb, stride_qh, stride_qt,
+    stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt,
+    stride_dob, stride_doh, stride_dot,
+    stride_ct,
+    H, T,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+):
+    # One program = BLOCK_N keys of one (b, h); loops over the query blocks that can see them.
+    # dv = P^T @ do,  dk_rot = sm_scale * dS^T @ q_rot,  dS = P * (dP - delta),  dP = do @ v^T.
+    # DK/DV share K's strides (allocated like k); DO shares one stride set with O.
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    seq_len = _seq_len(LENGTHS, b, T, HAS_LENGTHS)
+    HALF: tl.constexpr = HEAD_DIM // 2
+
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_dob + h * stride_doh
+    DK += b * stride_kb + h * stride_kh
+    DV += b * stride_vb + h * stride_vh
+    LSE += pid_bh * T
+    DELTA += pid_bh * T
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_h = tl.arange(0, HALF_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_seq = offs_n < T
+    key_valid = offs_n < seq_len
+    qk_scale = sm_scale * 1.4426950408889634
+
+    k1, k2 = _load_rotated(K, offs_n, offs_h, key_valid, stride_kt, COS, SIN, stride_ct, HALF)
+    k1 = k1.to(K.dtype.element_ty)
+    k2 = k2.to(K.dtype.element_ty)
+    v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=key_valid[:, None], other=0.0)
+
+    dk1 = tl.zeros([BLOCK_N, HALF_PAD], dtype=tl.float32)
+    dk2 = tl.zeros([BLOCK_N, HALF_PAD], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+
+    # Causal: queries before this key block never see it; start at the query block holding key 0 of it.
+    lo = 0
+    if CAUSAL:
+        lo = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M
+    # Padded query rows pass no gradient, so the loop stops at seq_len.
+    for start_m in range(lo, seq_len, BLOCK_M):
+        offs_m = start_m + offs_m0
+        row_valid = offs_m < seq_len
+        q1, q2 = _load_rotated(Q, offs_m, offs_h, row_valid, stride_qt, COS, SIN, stride_ct, HALF)
+        q1 = q1.to(Q.dtype.element_ty)
+        q2 = q2.to(Q.dtype.element_ty)
+        qkT = tl.dot(k1, tl.trans(q1))
+        qkT = tl.dot(k2, tl.trans(q2), qkT)  # (BLOCK_N, BLOCK_M)
+        lse = tl.load(LSE + offs_m, mask=row_valid, other=0.0)
+        allowed = key_valid[:, None] & row_valid[None, :]
+        if CAUSAL:
+            allowed = allowed & (offs_m[None, :] >= offs_n[:, None])
+        # where() before any product: exp2 of a masked entry may be inf and must not reach a dot.
+        pT = tl.where(allowed, tl.math.exp2(qkT * qk_scale - lse[None, :]), 0.0)
+        do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=row_valid[:, None], other=0.0)
+        dv = tl.dot(pT.to(do.dtype), do, dv)
+        delta = tl.load(DELTA + offs_m, mask=row_valid, other=0.0)
+        dpT = tl.dot(v, tl.trans(do))  # (BLOCK_N, BLOCK_M)
+        dsT = (pT * (dpT - delta[None, :])).to(Q.dtype.element_ty)
+        dk1 = tl.dot(dsT, q1, dk1)
+        dk2 = tl.dot(dsT, q2, dk2)
+
+    _store_unrotated(DK, dk1, dk2, offs_n, offs_h, in_seq, stride_kt, COS, SIN, stride_ct, sm_scale, HALF)
+    tl.store(DV + offs_n[:, None] * stride_vt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=in_seq[:, None])
+
+
+@triton.jit
+def _attn_bwd_dq(
+    Q, K, V, COS, SIN, LENGTHS, DO, LSE, DELTA, DQ,
+    sm_scale,
+    stride_qb, stride_qh, stride_qt,
+    stride_kb, stride_kh, stride_kt,
+    stride_vb, stride_vh, stride_vt,
+    stride_dob, stride_doh, stride_dot,
+    stride_ct,
+    H, T,
+    HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+):
+    # One program = BLOCK_M query rows of one (b, h); loops over the key blocks they see.
+    # dq_rot = sm_scale * dS @ k_rot. DQ shares Q's strides (allocated like q).
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    seq_len = _seq_len(LENGTHS, b, T, HAS_LENGTHS)
+    HALF: tl.constexpr = HEAD_DIM // 2
+
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_dob + h * stride_doh
+    DQ += b * stride_qb + h * stride_qh
+    LSE += pid_bh * T
+    DELTA += pid_bh * T
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_h = tl.arange(0, HALF_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    in_seq = offs_m < T
+    row_valid = offs_m < seq_len
+    qk_scale = sm_scale * 1.4426950408889634
+
+    q1, q2 = _load_rotated(Q, offs_m, offs_h, row_valid, stride_qt, COS, SIN, stride_ct, HALF)
+    q1 = q1.to(Q.dtype.element_ty)
+    q2 = q2.to(Q.dtype.element_ty)
+    do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=row_valid[:, None], other=0.0)
+    lse = tl.load(LSE + offs_m, mask=row_valid, other=0.0)
+    delta = tl.load(DELTA + offs_m, mask=row_valid, other=0.0)
+
+    dq1 = tl.zeros([BLOCK_M, HALF_PAD], dtype=tl.float32)
+    dq2 = tl.zeros([BLOCK_M, HALF_PAD], dtype=tl.float32)
+
+    hi = seq_len
+    if CAUSAL:
+        hi = tl.minimum(hi, (pid_m + 1) * BLOCK_M)
+    for start_n in range(0, hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        key_valid = offs_n < seq_len
+        k1, k2 = _load_rotated(K, offs_n, offs_h, key_valid, stride_kt, COS, SIN, stride_ct, HALF)
+        k1 = k1.to(K.dtype.element_ty)
+        k2 = k2.to(K.dtype.element_ty)
+        qk = tl.dot(q1, tl.trans(k1))
+        qk = tl.dot(q2, tl.trans(k2), qk)  # (BLOCK_M, BLOCK_N)
+        allowed = row_valid[:, None] & key_valid[None, :]
+        if CAUSAL:
+            allowed = allowed & (offs_n[None, :] <= offs_m[:, None])
+        p = tl.where(allowed, tl.math.exp2(qk * qk_scale - lse[:, None]), 0.0)
+        v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=key_valid[:, None], other=0.0)
+        dp = tl.dot(do, tl.trans(v))
+        ds = (p * (dp - delta[:, None])).to(K.dtype.element_ty)
+        dq1 = tl.dot(ds, k1, dq1)
+        dq2 = tl.dot(ds, k2, dq2)
+
+    _store_unrotated(DQ, dq1, dq2, offs_m, offs_h, in_seq, stride_qt, COS, SIN, stride_ct, sm_scale, HALF)
+
+
+# --------------------------------------------------------------------------------------------
+# Launch configurations
+# --------------------------------------------------------------------------------------------
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel, picked by a table rather than
+# triton.autotune: the choice depends only on (kernel, head_dim, element size), every entry is
+# compiled ahead of time for sm_80 and sm_90 by tests/test_kernel_aot.py (no spills, shared
+# memory within the limit), and the interpreter needs no benchmark to pick one.
+# 2-byte inputs (fp16/bf16) -> tensor-core sized tiles; fp32 inputs -> half the tile area.
+_CONFIGS = {
+    # kernel: {elem_bytes: {head_dim: config}}
+    "fwd": {
+        2: {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 3)},
+        4: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 32, 4, 2)},
+    },
+    "dkdv": {
+        2: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (32, 64, 4, 2)},
+        4: {16: (32, 64, 4, 2), 32: (32, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 1)},
+    },
+    "dq": {
+        2: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 32, 4, 2)},
+        4: {16: (64, 32, 4, 2), 32: (64, 32, 4, 2), 64: (64, 32, 4, 2), 128: (32, 32, 4, 1)},
+    },
+}
+PREPROCESS_BLOCK_M = 64
+
+
+def attention_config(kernel: str, head_dim: int, elem_bytes: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) for one of "fwd", "dkdv", "dq"."""
+    return _CONFIGS[kernel][2 if elem_bytes <= 2 else 4][head_dim]
+
+
+def all_attention_configs():
+    """Every (kernel, head_dim, elem_bytes, config) the launchers can pick (for AOT checks)."""
+    for kernel, by_bytes in _CONFIGS.items():
+        for elem_bytes, by_dim in by_bytes.items():
+            for head_dim, cfg in by_dim.items():
+                yield kernel, head_dim, elem_bytes, cfg
+
+
+def _half_pad(head_dim: int) -> int:
+    return max(16, head_dim // 2)  # tl.dot needs K >= 16; D=16 pads its 8-wide halves with zeros
+
+
+# --------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_inputs(q, k, v, cos, sin, lengths):
+    check_runnable("rope_attention", q, k, v, cos, sin, lengths, interpret=_INTERPRET)
+    if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"rope_attention needs q, k, v of one shape (B, H, T, D), got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}."
+        )
+    B, H, T, D = q.shape
+    if D not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"rope_attention supports head dims {SUPPORTED_HEAD_DIMS}, got {D}.")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise TypeError(f"rope_attention needs q, k, v all fp16, bf16 or fp32, got {q.dtype}, {k.dtype}, {v.dtype}.")
+    if cos.shape != (T, D) or sin.shape != (T, D):
+        raise ValueError(f"rope_attention needs cos and sin of shape (T, D) = ({T}, {D}), got {tuple(cos.shape)}, {tuple(sin.shape)}.")
+    if lengths is not None and (lengths.shape != (B,) or lengths.dtype.is_floating_point):
+        raise ValueError(f"rope_attention needs integer lengths of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}.")
+
+
+def _last_dim_contiguous(x):
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_scale=None):
+    """Launch the forward kernel. Returns (o (B, H, T, D) like q, lse (B, H, T) fp32, base 2)."""
+    _check_inputs(q, k, v, cos, sin, lengths)
+    B, H, T, D = q.shape
+    sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
+    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    cos, sin = cos.contiguous(), sin.contiguous()
+    len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous() if lengths is not None else None
+    o = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
+    block_m, block_n, warps, stages = attention_config("fwd", D, q.element_size())
+    grid = (triton.cdiv(T, block_m), B * H)
+    _attn_fwd[grid](
+        q, k, v, cos, sin, len32 if len32 is not None else q, o, lse,
+        sm_scale,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        o.stride(0), o.stride(1), o.stride(2),
+        cos.stride(0),
+        H, T,
+        HEAD_DIM=D, HALF_PAD=_half_pad(D), BLOCK_M=block_m, BLOCK_N=block_n,
+        CAUSAL=bool(causal), HAS_LENGTHS=lengths is not None,
+        num_warps=warps, num_stages=stages,
+    )
+    return o, lse
+
+
+def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, lengths=None, sm_scale=None):
+    """Launch the three backward kernels. Returns (dq, dk, dv), each shaped and strided like q, k, v."""
+    B, H, T, D = q.shape
+    sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
+    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    cos, sin = cos.contiguous(), sin.contiguous()
+    do = do.contiguous()  # (B, H, T, D), same layout as o, which the forward allocated contiguous
+    len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous() if lengths is not None else None
+    len_arg = len32 if len32 is not None else q
+
+    delta = torch.empty_like(lse)  # (B, H, T) fp32
+    n_rows = B * H * T
+    _attn_bwd_preprocess[(triton.cdiv(n_rows, PREPROCESS_BLOCK_M),)](
+        o, do, delta, n_rows, HEAD_DIM=D, BLOCK_M=PREPROCESS_BLOCK_M
+    )
+
+    # dk/dk share k's strides and dq q's: allocate them with the same layout.
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    assert dq.stride() == q.stride() and dk.stride() == k.stride() and dv.stride() == v.stride()
+    common = (
+        sm_scale,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        do.stride(0), do.stride(1), do.stride(2),
+        cos.stride(0),
+        H, T,
+    )
+    flags = dict(HEAD_DIM=D, HALF_PAD=_half_pad(D), CAUSAL=bool(causal), HAS_LENGTHS=lengths is not None)
+
+    block_m, block_n, warps, stages = attention_config("dkdv", D, q.element_size())
+    _attn_bwd_dkdv[(triton.cdiv(T, block_n), B * H)](
+        q, k, v, cos, sin, len_arg, do, lse, delta, dk, dv, *common,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **flags,
+    )
+    block_m, block_n, warps, stages = attention_config("dq", D, q.element_size())
+    _attn_bwd_dq[(triton.cdiv(T, block_m), B * H)](
+        q, k, v, cos, sin, len_arg, do, lse, delta, dq, *common,
+        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **flags,
+    )
+    return dq, dk, dv
+
+
+# --------------------------------------------------------------------------------------------
+# Autograd and functional form
+# --------------------------------------------------------------------------------------------
+
+
+class RopeAttentionFunction(torch.autograd.Function):
+    """Autograd wrapper: forward/backward only call the launchers above."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cos, sin, lengths, causal, sm_scale):
+        o, lse = rope_attention_forward(q, k, v, cos, sin, causal=causal, lengths=lengths, sm_scale=sm_scale)
+        ctx.save_for_backward(q, k, v, cos, sin, o, lse, lengths)
+        ctx.causal, ctx.sm_scale = causal, sm_scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, cos, sin, o, lse, lengths = ctx.saved_tensors
+        dq, dk, dv = rope_attention_backward(
+            do, q, k, v, cos, sin, o, lse, causal=ctx.causal, lengths=lengths, sm_scale=ctx.sm_scale
+        )
+        return dq, dk, dv, None, None, None, None, None
+
+
+def rope_attention(q, k, v, cos, sin, *, causal=False, lengths=None, sm_scale=None):
+    """Fused attention with rotary embeddings applied to q and k as they are loaded.
+
+    Args:
+        q, k, v: (B, H, T, D) fp16, bf16 or fp32, D in {16, 32, 64, 128}; q and k not yet rotated.
+        cos, sin: (T, D) in the "rotate half" layout (``cat(freqs, freqs)``); no gradient flows to them.
+        causal: mask keys after the query position.
+        lengths: optional (B,) ints; keys >= lengths[b] are masked, query rows >= lengths[b]
+            output zeros and receive zero gradient.
+        sm_scale: softmax scale, default 1/sqrt(D).
+
+    Returns:
+        o: (B, H, T, D) in q's dtype. Accumulation is fp32 throughout; on a GPU, fp32 inputs
+        go through TF32 tensor-core dots (Triton's default precision for fp32 ``tl.dot``).
+    """
+    return RopeAttentionFunction.apply(q, k, v, cos, sin, lengths, bool(causal), sm_scale)
