@@ -1,0 +1,456 @@
+"""The C++ fast loader against its numpy references, on edge cases and random inputs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mmengine.data import fastloader as fl
+from mmengine.data.reference import (
+    gather_documents_reference,
+    gather_windows_reference,
+    paragraph_starts_reference,
+)
+
+TOKEN_DTYPES = [np.uint16, np.uint32]
+OUT_DTYPES = [np.int64, np.int32, np.uint16]
+
+
+def toks(values, dtype=np.uint16):
+    return np.asarray(values, dtype=dtype)
+
+
+# --- paragraph_starts ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", TOKEN_DTYPES)
+@pytest.mark.parametrize(
+    "values, separator, block_size, expected",
+    [
+        ([], [0, 0], 1, []),  # empty tokens: nothing fits
+        ([5], [0], 1, [0]),  # length 1, block_size == len
+        ([5], [0], 2, []),  # block_size > len
+        ([5, 0, 0, 3, 4, 0, 0, 0, 7, 1], [0, 0], 2, [0, 3, 8]),  # run of separators: one start after it
+        ([0, 0, 1, 2], [0, 0], 2, [0, 2]),  # separator at the very start
+        ([1, 2, 0, 0], [0, 0], 1, [0]),  # separator at the very end: no token after it
+        ([1, 0, 2, 0, 0, 3], [0], 1, [0, 2, 5]),  # one-token separator
+        ([1, 0, 0, 0, 0, 3, 4], [0, 0], 3, [0]),  # start at 5 would overrun block_size 3
+        ([1, 0, 0, 0, 0, 3, 4], [0, 0], 2, [0, 5]),  # ... and fits with 2
+        ([1, 0, 9, 0, 9, 0, 9, 2], [0, 9], 1, [0, 7]),  # repeated two-token separator "0 9"
+        ([1, 0, 9, 2, 0, 9, 0, 3], [0, 9], 1, [0, 3]),  # tokens[p] == sep[0] excludes p (spec)
+        ([3, 1, 2, 3, 1, 2, 3, 4], [1, 2, 3], 1, [0, 7]),  # three-token separator: p=4 starts another
+        ([7, 7, 7, 7], [0, 0], 4, [0]),  # no separator at all, block_size == len
+    ],
+)
+def test_paragraph_starts_cases(dtype, values, separator, block_size, expected):
+    tokens = toks(values, dtype)
+    got = fl.paragraph_starts(tokens, separator, block_size)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, np.asarray(expected, dtype=np.int64))
+    np.testing.assert_array_equal(got, paragraph_starts_reference(tokens, separator, block_size))
+
+
+def test_paragraph_starts_separator_forms():
+    tokens = toks([1, 0, 2, 0, 0, 3])
+    expected = fl.paragraph_starts(tokens, [0], 1)
+    for sep in (0, (0,), np.array([0], dtype=np.uint8), np.array([0], dtype=np.int64)):
+        np.testing.assert_array_equal(fl.paragraph_starts(tokens, sep, 1), expected)
+
+
+def test_paragraph_starts_uint32_large_ids():
+    tokens = toks([5, 70000, 70001, 9, 70000, 70001, 70000, 70001, 4, 2], np.uint32)
+    got = fl.paragraph_starts(tokens, [70000, 70001], 2)
+    np.testing.assert_array_equal(got, [0, 3, 8])
+    np.testing.assert_array_equal(got, paragraph_starts_reference(tokens, [70000, 70001], 2))
+
+
+def test_paragraph_starts_long_array_matches_reference_for_all_thread_counts():
+    # long enough to cover the SIMD block loop, the tail and chunk edges between threads
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 4, size=200_003).astype(np.uint16)  # separators are frequent
+    for sep in ([0], [0, 0], [0, 1, 0]):
+        ref = paragraph_starts_reference(tokens, sep, 17)
+        for threads in (0, 1, 2, 3, 7, 64):
+            np.testing.assert_array_equal(fl.paragraph_starts(tokens, sep, 17, threads=threads), ref)
+
+
+def test_paragraph_starts_memmap(tmp_path):
+    path = tmp_path / "train.bin"
+    toks([1, 0, 0, 2, 3, 0, 0, 4, 5]).tofile(path)
+    tokens = np.memmap(path, dtype=np.uint16, mode="r")
+    np.testing.assert_array_equal(fl.paragraph_starts(tokens, [0, 0], 2), [0, 3, 7])
+
+
+def test_paragraph_starts_errors():
+    tokens = toks([1, 0, 0, 2])
+    with pytest.raises(ValueError, match="separator must not be empty"):
+        fl.paragraph_starts(tokens, [], 1)
+    with pytest.raises(ValueError, match="block_size"):
+        fl.paragraph_starts(tokens, [0], 0)
+    with pytest.raises(ValueError, match="does not fit"):
+        fl.paragraph_starts(tokens, [70000], 1)
+    with pytest.raises(ValueError, match="does not fit"):
+        fl.paragraph_starts(tokens, [-1], 1)
+    with pytest.raises(ValueError, match="threads"):
+        fl.paragraph_starts(tokens, [0], 1, threads=-1)
+    with pytest.raises(TypeError, match="integers"):
+        fl.paragraph_starts(tokens, [0.5], 1)
+
+
+# --- dtype / layout errors shared by all three functions -----------------------------------------
+
+
+def _calls(tokens):
+    return [
+        lambda: fl.paragraph_starts(tokens, [0], 1),
+        lambda: fl.gather_windows(tokens, [0], 1),
+        lambda: fl.gather_documents(tokens, [0, 1], [0], 2, cls_id=1, pad_id=2),
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.arange(8, dtype=np.int64), "uint16 or uint32"),
+        (np.arange(8, dtype=np.int32), "uint16 or uint32"),
+        (np.arange(8, dtype=np.uint8), "uint16 or uint32"),
+        (np.arange(8, dtype=np.float32), "uint16 or uint32"),
+        (np.arange(8, dtype=">u2"), "uint16 or uint32"),  # non-native byte order
+        (np.arange(16, dtype=np.uint16)[::2], "C-contiguous"),
+        (np.arange(8, dtype=np.uint16).reshape(2, 4), "1-D"),
+        (np.frombuffer(b"\0" * 17, dtype=np.uint16, offset=1), "aligned"),
+        ([1, 2, 3], "numpy array"),
+    ],
+)
+def test_wrong_token_arrays_raise_type_error(bad, message):
+    for call in _calls(bad):
+        with pytest.raises(TypeError, match=message):
+            call()
+
+
+def test_extension_itself_rejects_lists_and_wrong_index_dtypes():
+    from mmengine import _fastloader
+
+    tokens = toks([1, 2, 3, 4])
+    with pytest.raises(TypeError):
+        _fastloader.gather_windows([1, 2, 3], np.zeros(1, np.int64), 1)
+    with pytest.raises(TypeError):  # noconvert: int32 starts are not silently converted
+        _fastloader.gather_windows(tokens, np.zeros(1, np.int32), 1)
+    with pytest.raises(TypeError):
+        _fastloader.gather_windows(tokens, np.zeros(4, np.int64)[::2], 1)
+
+
+# --- gather_windows ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tok_dtype", TOKEN_DTYPES)
+@pytest.mark.parametrize("out_dtype", OUT_DTYPES)
+@pytest.mark.parametrize("shift", [False, True])
+def test_gather_windows_matches_reference(tok_dtype, out_dtype, shift):
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 60000, size=1000).astype(tok_dtype)
+    block = 37
+    starts = rng.integers(0, len(tokens) - block - 1, size=13)
+    starts[0], starts[-1] = 0, len(tokens) - block - 1  # both ends
+    got = fl.gather_windows(tokens, starts, block, shift=shift, dtype=out_dtype)
+    ref = gather_windows_reference(tokens, starts, block, shift=shift, dtype=out_dtype)
+    got, ref = (got, ref) if shift else ((got,), (ref,))
+    for g, r in zip(got, ref):
+        assert g.dtype == np.dtype(out_dtype) and g.shape == (13, block)
+        np.testing.assert_array_equal(g, r)
+    if shift:
+        np.testing.assert_array_equal(got[0][:, 1:], got[1][:, :-1])
+
+
+def test_gather_windows_edges():
+    tokens = toks([3, 1, 4, 1, 5])
+    x = fl.gather_windows(tokens, [0], 5)  # block_size == len
+    np.testing.assert_array_equal(x, [[3, 1, 4, 1, 5]])
+    x, y = fl.gather_windows(tokens, [0], 4, shift=True)
+    np.testing.assert_array_equal(x, [[3, 1, 4, 1]])
+    np.testing.assert_array_equal(y, [[1, 4, 1, 5]])
+    x = fl.gather_windows(tokens, np.zeros(0, np.int64), 3)  # no starts
+    assert x.shape == (0, 3) and x.dtype == np.int64
+    x, y = fl.gather_windows(toks([]), [], 2, shift=True)  # empty tokens, no starts
+    assert x.shape == y.shape == (0, 2)
+    one = fl.gather_windows(toks([9]), [0], 1, dtype=np.uint16)
+    assert one.dtype == np.uint16 and one.tolist() == [[9]]
+
+
+@pytest.mark.parametrize("start", [-1, -100, 3, 4, 10**12, -(2**62)])
+def test_gather_windows_out_of_range_start_names_it(start):
+    tokens = toks([1, 2, 3, 4, 5])
+    with pytest.raises(IndexError, match=rf"start {start} \(starts\[1\]\)"):
+        fl.gather_windows(tokens, [0, start], 2, shift=True)
+    with pytest.raises(IndexError):
+        gather_windows_reference(tokens, [0, start], 2, shift=True)
+
+
+def test_gather_windows_shift_needs_one_more_token():
+    tokens = toks([1, 2, 3, 4])
+    fl.gather_windows(tokens, [0], 4)
+    with pytest.raises(IndexError, match="start 0"):
+        fl.gather_windows(tokens, [0], 4, shift=True)
+
+
+def test_gather_windows_narrowing_checks_values():
+    tokens = toks([1, 70000, 3, 4], np.uint32)
+    np.testing.assert_array_equal(fl.gather_windows(tokens, [2], 2, dtype=np.uint16), [[3, 4]])
+    with pytest.raises(ValueError, match="does not fit"):
+        fl.gather_windows(tokens, [0], 2, dtype=np.uint16)
+    big = toks([2**31, 1], np.uint32)
+    with pytest.raises(ValueError, match="does not fit"):
+        fl.gather_windows(big, [0], 2, dtype=np.int32)
+    assert fl.gather_windows(big, [0], 2)[0, 0] == 2**31
+
+
+def test_gather_windows_bad_arguments():
+    tokens = toks([1, 2, 3, 4])
+    with pytest.raises(TypeError, match="dtype"):
+        fl.gather_windows(tokens, [0], 2, dtype=np.float64)
+    with pytest.raises(TypeError, match="dtype"):
+        fl.gather_windows(tokens, [0], 2, dtype=np.uint32)
+    with pytest.raises(ValueError, match="block_size"):
+        fl.gather_windows(tokens, [0], 0)
+    with pytest.raises(TypeError, match="starts"):
+        fl.gather_windows(tokens, [[0]], 2)
+
+
+def test_gather_windows_threads_identical():
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(0, 65535, size=100_000).astype(np.uint16)
+    starts = rng.integers(0, len(tokens) - 129, size=257)
+    ref = fl.gather_windows(tokens, starts, 128, shift=True, threads=1)
+    for threads in (0, 2, 3, 8, 1000):
+        got = fl.gather_windows(tokens, starts, 128, shift=True, threads=threads)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+
+
+# --- gather_documents ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tok_dtype", TOKEN_DTYPES)
+@pytest.mark.parametrize("out_dtype", OUT_DTYPES)
+def test_gather_documents_matches_reference(tok_dtype, out_dtype):
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, 50000, size=500).astype(tok_dtype)
+    offsets = np.array([0, 0, 3, 10, 10, 200, 500], dtype=np.int64)  # includes empty documents
+    ids = [0, 1, 2, 3, 4, 5, 5, 2]
+    for block in (1, 2, 7, 8, 300):
+        x, lengths = fl.gather_documents(tokens, offsets, ids, block, cls_id=65000, pad_id=3, dtype=out_dtype)
+        rx, rl = gather_documents_reference(tokens, offsets, ids, block, cls_id=65000, pad_id=3, dtype=out_dtype)
+        assert x.dtype == np.dtype(out_dtype) and lengths.dtype == np.int64
+        np.testing.assert_array_equal(x, rx)
+        np.testing.assert_array_equal(lengths, rl)
+        assert (x[:, 0] == 65000).all()
+
+
+def test_gather_documents_layout():
+    tokens = toks([5, 6, 7, 8, 9])
+    x, lengths = fl.gather_documents(tokens, [0, 2, 5], [1, 0], 4, cls_id=1, pad_id=0)
+    np.testing.assert_array_equal(x, [[1, 7, 8, 9], [1, 5, 6, 0]])
+    np.testing.assert_array_equal(lengths, [4, 3])
+    x, lengths = fl.gather_documents(tokens, [0, 2, 5], [1], 3, cls_id=1, pad_id=0)  # truncated
+    np.testing.assert_array_equal(x, [[1, 7, 8]])
+    assert lengths.tolist() == [3]
+    x, lengths = fl.gather_documents(tokens, [0, 2, 5], [], 3, cls_id=1, pad_id=0)  # no rows
+    assert x.shape == (0, 3) and lengths.shape == (0,)
+    x, lengths = fl.gather_documents(toks([]), [0], [], 3, cls_id=1, pad_id=0)  # zero documents
+    assert x.shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [[], [-1, 2], [0, 3, 2, 5], [0, 6], [1, 0]],
+)
+def test_gather_documents_bad_offsets(offsets):
+    tokens = toks([5, 6, 7, 8, 9])
+    with pytest.raises(ValueError, match="doc_offsets"):
+        fl.gather_documents(tokens, offsets, [], 4, cls_id=1, pad_id=0)
+    with pytest.raises(ValueError):
+        gather_documents_reference(tokens, offsets, [], 4, cls_id=1, pad_id=0)
+
+
+@pytest.mark.parametrize("doc_id", [-1, 2, 10**15])
+def test_gather_documents_id_out_of_range_names_it(doc_id):
+    tokens = toks([5, 6, 7, 8, 9])
+    with pytest.raises(IndexError, match=rf"doc id {doc_id} \(doc_ids\[1\]\)"):
+        fl.gather_documents(tokens, [0, 2, 5], [0, doc_id], 4, cls_id=1, pad_id=0)
+    with pytest.raises(IndexError):
+        gather_documents_reference(tokens, [0, 2, 5], [0, doc_id], 4, cls_id=1, pad_id=0)
+
+
+def test_gather_documents_bad_special_ids_and_values():
+    tokens = toks([5, 70000, 7], np.uint32)
+    with pytest.raises(ValueError, match="cls_id"):
+        fl.gather_documents(tokens, [0, 3], [0], 4, cls_id=70000, pad_id=0, dtype=np.uint16)
+    with pytest.raises(ValueError, match="pad_id"):
+        fl.gather_documents(tokens, [0, 3], [0], 4, cls_id=1, pad_id=-1, dtype=np.uint16)
+    with pytest.raises(ValueError, match="does not fit"):
+        fl.gather_documents(tokens, [0, 3], [0], 4, cls_id=1, pad_id=0, dtype=np.uint16)
+    x, _ = fl.gather_documents(tokens, [0, 1, 3], [0], 4, cls_id=1, pad_id=0, dtype=np.uint16)
+    assert x.tolist() == [[1, 5, 0, 0]]  # only the copied tokens must fit
+    with pytest.raises(ValueError, match="block_size"):
+        fl.gather_documents(tokens, [0, 3], [0], 0, cls_id=1, pad_id=0)
+
+
+# --- property tests ------------------------------------------------------------------------------
+
+small_tokens = st.lists(st.integers(0, 3), max_size=300)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=small_tokens,
+    separator=st.lists(st.integers(0, 3), min_size=1, max_size=3),
+    block_size=st.integers(1, 12),
+    dtype=st.sampled_from(TOKEN_DTYPES),
+    threads=st.integers(0, 5),
+)
+def test_paragraph_starts_property(values, separator, block_size, dtype, threads):
+    tokens = toks(values, dtype)
+    got = fl.paragraph_starts(tokens, separator, block_size, threads=threads)
+    np.testing.assert_array_equal(got, paragraph_starts_reference(tokens, separator, block_size))
+    # invariants stated independently of the reference
+    assert np.all(np.diff(got) > 0)
+    assert np.all(got + block_size <= len(tokens))
+    k = len(separator)
+    for p in got[1:].tolist():
+        assert tokens[p - k : p].tolist() == separator and tokens[p] != separator[0]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(0, 200),
+    block_size=st.integers(1, 20),
+    data=st.data(),
+    shift=st.booleans(),
+    out=st.sampled_from(OUT_DTYPES),
+    threads=st.integers(0, 4),
+)
+def test_gather_windows_property(n, block_size, data, shift, out, threads):
+    tokens = np.arange(n, dtype=np.uint16) * 7 % 1000
+    starts = data.draw(st.lists(st.integers(-3, n + 3), max_size=10))
+    try:
+        ref = gather_windows_reference(tokens, starts, block_size, shift=shift, dtype=out)
+    except IndexError:
+        with pytest.raises(IndexError):
+            fl.gather_windows(tokens, starts, block_size, shift=shift, dtype=out, threads=threads)
+        return
+    got = fl.gather_windows(tokens, starts, block_size, shift=shift, dtype=out, threads=threads)
+    for g, r in zip(got if shift else (got,), ref if shift else (ref,)):
+        np.testing.assert_array_equal(g, r)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 15), max_size=8),
+    block_size=st.integers(1, 20),
+    data=st.data(),
+)
+def test_gather_documents_property(lengths, block_size, data):
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = (np.arange(offsets[-1]) % 50 + 1).astype(np.uint16)
+    ids = data.draw(st.lists(st.integers(-1, len(lengths)), max_size=6))
+    try:
+        ref = gather_documents_reference(tokens, offsets, ids, block_size, cls_id=60, pad_id=0)
+    except IndexError:
+        with pytest.raises(IndexError):
+            fl.gather_documents(tokens, offsets, ids, block_size, cls_id=60, pad_id=0)
+        return
+    got = fl.gather_documents(tokens, offsets, ids, block_size, cls_id=60, pad_id=0)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
+# --- crash resistance and import hygiene ---------------------------------------------------------
+
+FUZZ_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np
+    from mmengine import _fastloader as F
+    rng = np.random.default_rng(int(__import__("sys").argv[1]))
+    EXPECTED = (TypeError, ValueError, IndexError)
+    def rand_ints(n, lo, hi):
+        return rng.integers(lo, hi, size=n, dtype=np.int64)
+    def rand_tokens():
+        n = int(rng.integers(0, 300))
+        kind = rng.integers(0, 6)
+        dtype = [np.uint16, np.uint32, np.int64, np.uint8, np.float32, np.uint16][kind]
+        a = rng.integers(0, 5, size=2 * n + 1).astype(dtype)
+        return a[::2] if rng.random() < 0.1 else a[:n]
+    calls = 0
+    for _ in range(3000):
+        t = rand_tokens()
+        n = len(t)
+        try:
+            which = rng.integers(0, 3)
+            if which == 0:
+                F.paragraph_starts(t, rand_ints(int(rng.integers(0, 4)), -2, 6), int(rng.integers(-2, n + 3)),
+                                   threads=int(rng.integers(-1, 9)))
+            elif which == 1:
+                F.gather_windows(t, rand_ints(int(rng.integers(0, 9)), -5, n + 5), int(rng.integers(-2, n + 3)),
+                                 shift=bool(rng.integers(0, 2)), dtype=["int64", "int32", "uint16", "float32"][rng.integers(0, 4)],
+                                 threads=int(rng.integers(-1, 9)))
+            else:
+                offs = np.sort(rand_ints(int(rng.integers(0, 6)), -2, n + 3))
+                if rng.random() < 0.3:
+                    rng.shuffle(offs)
+                F.gather_documents(t, offs, rand_ints(int(rng.integers(0, 6)), -2, 7), int(rng.integers(-1, 12)),
+                                   cls_id=int(rng.integers(-2, 70000)), pad_id=int(rng.integers(-2, 70000)),
+                                   dtype=["int64", "int32", "uint16"][rng.integers(0, 3)])
+            calls += 1
+        except EXPECTED:
+            pass
+    print("ok", calls)
+    """
+)
+
+
+@pytest.mark.slow
+def test_fuzz_random_inputs_never_crash():
+    """Random (often invalid) arguments: only the documented exceptions, never a crash."""
+    for seed in (0, 1):
+        proc = subprocess.run(
+            [sys.executable, "-c", FUZZ_SCRIPT, str(seed)], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.startswith("ok")
+
+
+def test_fastloader_does_not_import_torch():
+    code = "import sys, mmengine.data.fastloader, mmengine.data.reference, mmengine.data.sampler; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gil_released_during_work():
+    """Another Python thread keeps running while a long scan is in C++."""
+    import threading
+
+    tokens = np.zeros(30_000_000, dtype=np.uint16)
+    ticks = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(1)
+            stop.wait(0.0005)
+
+    th = threading.Thread(target=ticker)
+    th.start()
+    try:
+        before = len(ticks)
+        for _ in range(3):
+            fl.paragraph_starts(tokens, [1, 1], 4, threads=1)
+        during = len(ticks) - before
+    finally:
+        stop.set()
+        th.join()
+    assert during > 0

@@ -1,0 +1,120 @@
+"""Prefetcher: order, exceptions, close, and the state snapshot used for exact resume."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from mmengine.data.prefetch import Prefetcher
+from mmengine.data.sampler import EpochSampler
+
+
+def counter_producer(limit=None):
+    state = {"i": 0}
+
+    def produce():
+        if limit is not None and state["i"] >= limit:
+            raise StopIteration
+        i = state["i"]
+        state["i"] += 1
+        return {"x": np.full((2, 3), i, dtype=np.int64), "y": np.arange(3, dtype=np.int32) + i}
+
+    return produce, state
+
+
+def test_order_types_and_end_of_stream():
+    produce, _ = counter_producer(limit=5)
+    with Prefetcher(produce, depth=2) as pf:
+        batches = list(pf)
+    assert [int(b["x"][0, 0]) for b in batches] == [0, 1, 2, 3, 4]
+    assert isinstance(batches[0]["x"], torch.Tensor) and batches[0]["x"].dtype == torch.int64
+    assert batches[0]["y"].dtype == torch.int32 and batches[0]["y"].device.type == "cpu"
+
+
+def test_exception_in_produce_is_reraised_in_order():
+    calls = {"n": 0}
+
+    def produce():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyError("boom in produce")
+        return {"x": np.zeros(1)}
+
+    with Prefetcher(produce) as pf:
+        next(pf), next(pf)
+        with pytest.raises(KeyError, match="boom"):
+            next(pf)
+        with pytest.raises(KeyError):  # stays failed
+            next(pf)
+
+
+def test_state_dict_belongs_to_last_consumed_batch():
+    sampler = EpochSampler(1000, seed=0)
+    produce = lambda: {"idx": sampler.next_batch(4)}  # noqa: E731
+    pf = Prefetcher(produce, depth=3, state_fn=sampler.state_dict)
+    try:
+        assert pf.state_dict()["position"] == 0  # nothing consumed yet
+        consumed = [next(pf)["idx"].numpy() for _ in range(5)]
+        time.sleep(0.05)  # let the producer run ahead
+        assert sampler.position > 5 * 4  # it really prefetched further
+        state = pf.state_dict()
+        assert state["position"] == 5 * 4
+    finally:
+        pf.close()
+    # resume from the consumed position: exactly the batches an uninterrupted run sees
+    resumed = EpochSampler(1000, seed=0)
+    resumed.load_state_dict(state)
+    reference = EpochSampler(1000, seed=0)
+    expected = [reference.next_batch(4) for _ in range(8)]
+    for got, exp in zip(consumed + [resumed.next_batch(4) for _ in range(3)], expected):
+        np.testing.assert_array_equal(got, exp)
+
+
+def test_state_snapshot_is_a_copy():
+    state = {"pos": 0, "nested": {"a": 0}}
+
+    def produce():
+        state["pos"] += 1
+        state["nested"]["a"] += 1
+        return {"x": np.zeros(1)}
+
+    with Prefetcher(produce, depth=1, state_fn=lambda: state) as pf:
+        next(pf)
+        snap = pf.state_dict()
+        time.sleep(0.02)
+        assert snap == {"pos": 1, "nested": {"a": 1}}
+
+
+def test_close_stops_a_blocked_producer():
+    produce, state = counter_producer()
+    pf = Prefetcher(produce, depth=1)
+    next(pf)
+    time.sleep(0.02)
+    pf.close()
+    assert not pf._thread.is_alive()
+    n = state["i"]
+    time.sleep(0.05)
+    assert state["i"] == n  # nothing produced after close
+    with pytest.raises(RuntimeError, match="closed"):
+        next(pf)
+    pf.close()  # idempotent
+
+
+def test_runs_in_background_thread():
+    seen = []
+
+    def produce():
+        seen.append(threading.current_thread().name)
+        return {"x": np.zeros(1)}
+
+    with Prefetcher(produce) as pf:
+        next(pf)
+    assert seen and all(name == "mmengine-prefetch" for name in seen)
+
+
+def test_bad_depth():
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher(lambda: {}, depth=0)
