@@ -1,0 +1,402 @@
+"""Reading a prepared data dir: token files, label files, documents and their metadata.
+
+A data dir written by ``python -m mmengine.prepare`` holds::
+
+    meta.json                  DataMeta.to_dict(): vocabulary sizes, special ids, dtype, counts, ...
+    train.bin, val.bin         token ids, flat, uint16 (uint32 when vocab_size > 65536)
+    train_labels.bin, ...      "spans" data: int16 class per token, aligned with the tokens (-1 = no label)
+    train_offsets.npy, ...     "scores" data: int64 document offsets (n_docs + 1)
+    train_scores.npy, ...      "scores" data: float32 score per document, in [0, 1]
+    tokenizer.json             BPE data: the trained tokenizer
+    meta.pkl                   char data: nanoGPT's {vocab_size, stoi, itos}, for nanoGPT tools
+
+A nanoGPT data dir (``train.bin``/``val.bin`` as uint16 + ``meta.pkl``, no ``meta.json``) opens as it
+is: the special tokens are appended after its ``vocab_size``. A dir with neither ``meta.json`` nor
+``meta.pkl`` (e.g. nanoGPT's GPT-2 BPE datasets) needs the text vocabulary size passed explicitly,
+``DataDir.open(path, vocab_size=50257)``: guessing it would silently build a wrong embedding table.
+
+numpy only (no torch import).
+"""
+from __future__ import annotations
+
+import errno
+import importlib.resources
+import json
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .tokenizer import load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+#: Special tokens, in id order, placed right after the text vocabulary.
+SPECIAL_TOKENS = ("[MASK]", "[CLS]", "[PAD]", "[SEP]")
+SPLITS = ("train", "val")
+META_FILENAME = "meta.json"
+META_PKL_FILENAME = "meta.pkl"
+#: Version of the meta.json layout written by this module.
+META_FORMAT_VERSION = 1
+DATA_KINDS = ("text", "scores", "spans")
+#: Name of the prepared bundled corpus inside the cache root.
+DEFAULT_DATASET_NAME = "tinyshakespeare-char"
+
+
+class DataError(ValueError):
+    """A data dir or one of its files is missing or malformed (one sentence naming it)."""
+
+
+def special_token_ids(text_vocab_size: int) -> dict[str, int]:
+    """The special ids for a text vocabulary of ``text_vocab_size`` tokens."""
+    return {tok: text_vocab_size + i for i, tok in enumerate(SPECIAL_TOKENS)}
+
+
+def token_dtype_for(vocab_size: int) -> str:
+    """'uint16' when every id (< vocab_size) fits in 16 bits, else 'uint32'."""
+    return "uint16" if vocab_size <= 65536 else "uint32"
+
+
+@dataclass
+class DataMeta:
+    """Everything the trainer needs to know about a data dir (stored as meta.json).
+
+    Fields:
+        vocab_size: text vocabulary + special tokens = the model's embedding size.
+        text_vocab_size: number of text tokens; ids [0, text_vocab_size) are text.
+        tokenizer: "char", "bpe", or "unknown" (nanoGPT dir without meta.pkl).
+        special_ids: {"[MASK]": id, "[CLS]": id, "[PAD]": id, "[SEP]": id}, all >= text_vocab_size.
+        token_dtype: "uint16" or "uint32", dtype of the *.bin token files.
+        separator_ids: ids of the paragraph separator "\\n\\n" in running text ([] if unknown).
+        kind: "text" (plain corpus), "scores" (documents + one score each) or "spans" (per-token labels).
+        num_token_classes: number of label classes for "spans" data (None otherwise).
+        counts: {"train_tokens", "val_tokens", ...} informational counts.
+        tokenizer_config: {"type": "char", "chars": [...]} or {"type": "bpe", "file": "tokenizer.json"}; {} if none.
+        label_dtype: dtype of *_labels.bin ("int16") for "spans" data, else None.
+        source: "mmengine" or "nanogpt" (read from meta.pkl / raw bins).
+    """
+
+    vocab_size: int
+    text_vocab_size: int
+    tokenizer: str
+    special_ids: dict[str, int]
+    token_dtype: str
+    separator_ids: list[int] = field(default_factory=list)
+    kind: str = "text"
+    num_token_classes: int | None = None
+    counts: dict = field(default_factory=dict)
+    tokenizer_config: dict = field(default_factory=dict)
+    label_dtype: str | None = None
+    source: str = "mmengine"
+
+    def __post_init__(self):
+        self.validate()
+
+    @classmethod
+    def for_vocab(cls, text_vocab_size: int, **kwargs) -> "DataMeta":
+        """A DataMeta whose specials, total vocab size and token dtype follow from ``text_vocab_size``."""
+        vocab_size = text_vocab_size + len(SPECIAL_TOKENS)
+        kwargs.setdefault("token_dtype", token_dtype_for(vocab_size))
+        return cls(
+            vocab_size=vocab_size,
+            text_vocab_size=text_vocab_size,
+            special_ids=special_token_ids(text_vocab_size),
+            **kwargs,
+        )
+
+    def validate(self) -> None:
+        """Raise DataError when the fields contradict each other."""
+        if not isinstance(self.text_vocab_size, int) or self.text_vocab_size < 1:
+            raise DataError(f"text_vocab_size must be a positive integer, got {self.text_vocab_size!r}")
+        missing = [t for t in SPECIAL_TOKENS if t not in self.special_ids]
+        if missing:
+            raise DataError(f"special_ids lacks {missing}")
+        for tok, i in self.special_ids.items():
+            if not (isinstance(i, int) and self.text_vocab_size <= i < self.vocab_size):
+                raise DataError(
+                    f"special token {tok} has id {i!r}, outside [text_vocab_size={self.text_vocab_size}, "
+                    f"vocab_size={self.vocab_size})"
+                )
+        if self.token_dtype not in ("uint16", "uint32"):
+            raise DataError(f"token_dtype must be 'uint16' or 'uint32', got {self.token_dtype!r}")
+        if self.token_dtype == "uint16" and self.vocab_size > 65536:
+            raise DataError(f"vocab_size {self.vocab_size} does not fit token_dtype uint16")
+        if self.kind not in DATA_KINDS:
+            raise DataError(f"kind must be one of {DATA_KINDS}, got {self.kind!r}")
+        if self.kind == "spans" and (not isinstance(self.num_token_classes, int) or self.num_token_classes < 2):
+            raise DataError(f"'spans' data needs num_token_classes >= 2, got {self.num_token_classes!r}")
+
+    @property
+    def mask_id(self) -> int:
+        return self.special_ids["[MASK]"]
+
+    @property
+    def cls_id(self) -> int:
+        return self.special_ids["[CLS]"]
+
+    @property
+    def pad_id(self) -> int:
+        return self.special_ids["[PAD]"]
+
+    @property
+    def sep_id(self) -> int:
+        return self.special_ids["[SEP]"]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (what meta.json holds), with a format version."""
+        d = asdict(self)
+        d["format_version"] = META_FORMAT_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataMeta":
+        """Inverse of :meth:`to_dict`; unknown keys (from newer versions) are ignored with a debug log."""
+        if not isinstance(d, dict):
+            raise DataError("data metadata must be a JSON object")
+        names = set(cls.__dataclass_fields__)
+        required = {"vocab_size", "text_vocab_size", "tokenizer", "special_ids", "token_dtype"}
+        missing = sorted(required - set(d))
+        if missing:
+            raise DataError(f"data metadata lacks the keys {missing}")
+        extra = sorted(set(d) - names - {"format_version"})
+        if extra:
+            logger.debug("ignoring unknown data metadata keys %s", extra)
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if isinstance(kwargs.get("special_ids"), dict):
+            kwargs["special_ids"] = {str(k): v for k, v in kwargs["special_ids"].items()}
+        return cls(**kwargs)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads only pickles of plain builtins (dict/list/str/int): nanoGPT's meta.pkl never needs more,
+    and refusing globals means a foreign meta.pkl cannot run code."""
+
+    def find_class(self, module, name):
+        raise DataError(f"meta.pkl references {module}.{name}; only plain dict/str/int pickles are accepted")
+
+
+def _read_meta_pkl(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            d = _PlainUnpickler(f).load()
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"cannot read {path}: {e}") from e
+    if not isinstance(d, dict) or not isinstance(d.get("vocab_size"), int) or d["vocab_size"] < 1:
+        raise DataError(f"{path} must hold a dict with a positive integer 'vocab_size'")
+    return d
+
+
+class DataDir:
+    """A prepared data dir. Use :meth:`open`."""
+
+    def __init__(self, path: Path, meta: DataMeta):
+        self.path = Path(path)
+        self.meta = meta
+        self._tokenizer = None
+        self._tokenizer_loaded = False
+
+    @classmethod
+    def open(cls, path, *, vocab_size: int | None = None) -> "DataDir":
+        """Open a data dir: ``meta.json`` if present, else a nanoGPT dir (``meta.pkl``).
+
+        ``vocab_size`` (text vocabulary size) is required only for a dir with neither file.
+        Raises DataError naming the missing dir or file.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"data dir {path} does not exist (prepare one with `python -m mmengine.prepare`)")
+        if not path.is_dir():
+            raise DataError(f"data dir {path} is not a directory")
+        meta_json = path / META_FILENAME
+        if meta_json.is_file():
+            try:
+                d = json.loads(meta_json.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise DataError(f"{meta_json} is not valid JSON: {e}") from e
+            try:
+                meta = DataMeta.from_dict(d)
+            except (DataError, TypeError) as e:
+                raise DataError(f"{meta_json}: {e}") from e
+        else:
+            meta = cls._nanogpt_meta(path, vocab_size)
+        dd = cls(path, meta)
+        for split in SPLITS:
+            if not dd._file(f"{split}.bin").is_file():
+                raise DataError(f"data dir {path} has no {split}.bin")
+        return dd
+
+    @staticmethod
+    def _nanogpt_meta(path: Path, vocab_size: int | None) -> DataMeta:
+        pkl = path / META_PKL_FILENAME
+        if pkl.is_file():
+            d = _read_meta_pkl(pkl)
+            text_vocab = d["vocab_size"]
+            tok_cfg: dict = {}
+            tokenizer = "unknown"
+            if "itos" in d:
+                itos = d["itos"]
+                chars = [itos[i] for i in sorted(itos)] if isinstance(itos, dict) else list(itos)
+                if len(chars) == text_vocab and all(isinstance(c, str) and len(c) == 1 for c in chars):
+                    tok_cfg = {"type": "char", "chars": chars}
+                    tokenizer = "char"
+            sep: list[int] = []
+            stoi = d.get("stoi") or {}
+            if isinstance(stoi, dict) and "\n" in stoi:
+                sep = [int(stoi["\n"])] * 2
+        elif vocab_size is not None:
+            if not isinstance(vocab_size, int) or vocab_size < 1:
+                raise DataError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+            text_vocab, tok_cfg, tokenizer, sep = vocab_size, {}, "unknown", []
+        else:
+            if not (path / "train.bin").exists() and not (path / "val.bin").exists():
+                raise DataError(f"{path} is not a data dir: it has no meta.json, meta.pkl, train.bin or val.bin")
+            raise DataError(
+                f"data dir {path} has neither meta.json nor meta.pkl, so its vocabulary size is unknown; "
+                "pass it explicitly (e.g. vocab_size=50257 for nanoGPT's GPT-2 BPE data)"
+            )
+        # nanoGPT writes uint16 whatever the vocabulary.
+        return DataMeta.for_vocab(
+            text_vocab,
+            tokenizer=tokenizer,
+            token_dtype="uint16",
+            separator_ids=sep,
+            tokenizer_config=tok_cfg,
+            source="nanogpt",
+        )
+
+    def _file(self, name: str) -> Path:
+        return self.path / name
+
+    @staticmethod
+    def _check_split(split: str) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+
+    def _memmap(self, name: str, dtype) -> np.ndarray:
+        p = self._file(name)
+        if not p.is_file():
+            raise DataError(f"data dir {self.path} has no {name}")
+        dtype = np.dtype(dtype)
+        size = p.stat().st_size
+        if size % dtype.itemsize:
+            raise DataError(f"{p} has {size} bytes, not a multiple of the {dtype} item size {dtype.itemsize}")
+        if size == 0:
+            # np.memmap cannot map an empty file.
+            return np.zeros(0, dtype=dtype)
+        return np.memmap(p, dtype=dtype, mode="r")
+
+    def tokens(self, split: str) -> np.ndarray:
+        """Token ids of ``split`` as a read-only np.memmap (an empty array for an empty file)."""
+        self._check_split(split)
+        return self._memmap(f"{split}.bin", self.meta.token_dtype)
+
+    def labels(self, split: str) -> np.ndarray | None:
+        """Per-token class ids (int16, -1 = unlabelled) aligned with ``tokens(split)``; None unless "spans" data."""
+        self._check_split(split)
+        if self.meta.kind != "spans":
+            return None
+        lab = self._memmap(f"{split}_labels.bin", self.meta.label_dtype or "int16")
+        if len(lab) != len(self.tokens(split)):
+            raise DataError(f"{split}_labels.bin in {self.path} has {len(lab)} labels for {len(self.tokens(split))} tokens")
+        return lab
+
+    def documents(self, split: str):
+        """``(tokens, offsets int64 (n_docs + 1,), scores float32 (n_docs,))`` for "scores" data, else None.
+
+        Document d is ``tokens[offsets[d]:offsets[d + 1]]``.
+        """
+        self._check_split(split)
+        if self.meta.kind != "scores":
+            return None
+        toks = self.tokens(split)
+        offsets = self._load_npy(f"{split}_offsets.npy")
+        scores = self._load_npy(f"{split}_scores.npy")
+        if offsets.ndim != 1 or len(offsets) != len(scores) + 1 or (len(offsets) and offsets[-1] != len(toks)):
+            raise DataError(f"{split}_offsets.npy and {split}_scores.npy in {self.path} do not match {split}.bin")
+        return toks, offsets.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
+
+    def _load_npy(self, name: str) -> np.ndarray:
+        p = self._file(name)
+        if not p.is_file():
+            raise DataError(f"data dir {self.path} has no {name}")
+        try:
+            return np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise DataError(f"cannot read {p}: {e}") from e
+
+    @property
+    def tokenizer(self):
+        """The data dir's tokenizer (CharTokenizer / BPETokenizer), or None when unknown."""
+        if not self._tokenizer_loaded:
+            self._tokenizer = load_tokenizer(self.meta.tokenizer_config, self.path) if self.meta.tokenizer_config else None
+            self._tokenizer_loaded = True
+        return self._tokenizer
+
+    def __repr__(self) -> str:
+        return f"DataDir({str(self.path)!r}, kind={self.meta.kind!r}, vocab_size={self.meta.vocab_size})"
+
+
+def bundled_corpus_path() -> Path:
+    """Path of the bundled tiny-Shakespeare corpus (``mmengine/assets/tinyshakespeare.txt``)."""
+    res = importlib.resources.files("mmengine").joinpath("assets", "tinyshakespeare.txt")
+    p = Path(str(res))
+    if not p.is_file():
+        raise DataError(f"the bundled corpus {p} is missing from the mmengine installation")
+    return p
+
+
+def cache_root(cache_dir=None) -> Path:
+    """``cache_dir``, else ``$MMENGINE_CACHE``, else ``~/.cache/mmengine``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("MMENGINE_CACHE")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "mmengine"
+
+
+def default_data_dir(cache_dir=None) -> Path:
+    """The bundled tiny-Shakespeare corpus prepared with the char tokenizer, prepared on first use.
+
+    Lives in ``<cache root>/tinyshakespeare-char`` (see :func:`cache_root`). Preparation happens in a
+    private temp dir that is renamed into place, so a reader never sees a half-written dir and
+    concurrent callers (e.g. DDP ranks) are safe: the loser of the rename race discards its copy.
+    """
+    from ..prepare import write_text_data  # local import: prepare imports this module
+
+    root = cache_root(cache_dir)
+    target = root / DEFAULT_DATASET_NAME
+    if (target / META_FILENAME).is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_DATASET_NAME}.tmp-", dir=root))
+    try:
+        write_text_data([bundled_corpus_path()], tmp, tokenizer="char", val_fraction=0.1, seed=0, progress=False)
+        _make_world_readable(tmp)
+        try:
+            os.rename(tmp, target)
+            logger.info("prepared the bundled corpus into %s", target)
+        except OSError as e:
+            # Another process won the race (target now a non-empty dir): use its copy.
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) and not (target / META_FILENAME).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not (target / META_FILENAME).is_file():
+        raise DataError(f"{target} exists but holds no {META_FILENAME}; delete it so it can be prepared again")
+    return target
+
+
+def _make_world_readable(path: Path) -> None:
+    # mkdtemp makes 0700 dirs; a data dir should get the usual permissions of the user's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)

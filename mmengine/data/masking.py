@@ -1,0 +1,375 @@
+"""Masking for the masked-diffusion language model (``training_type = "unmasking"``).
+
+Two objectives:
+
+* **Discrete stages** (:class:`MaskingStage`, :func:`make_mask`): choose which positions of each
+  row to hide with one of three strategies, then :func:`apply_mask` replaces them ([MASK], or
+  BERT-style 80/10/10) and returns targets (the original id at selected positions, -1 elsewhere).
+  :class:`StageCurriculum` moves to the next stage when the validation loss stops improving.
+
+  - ``random``: each row draws a rate r ~ U(0, max_masked_ratio] and masks every position with
+    probability r; a row that ends up with nothing masked gets one random position.
+  - ``sticky``: grows contiguous masked runs. Each step, every not-yet-masked position joins with
+    probability p2 if a neighbour is masked and p1 otherwise, until exactly
+    ``max(1, round(target_masked_ratio * T))`` positions of the row are masked (when a step would
+    overshoot, a uniformly random subset of its new positions is kept). A row that gains nothing
+    in a step (e.g. p1 = 0 before any run exists) is seeded with one position, preferring positions
+    that had a non-zero probability, so the loop always ends within T steps.
+  - ``span``: spans with geometric lengths of mean ``span_length`` starting at random unmasked
+    positions, until exactly ``max(1, round(target_masked_ratio * T))`` positions are masked.
+
+* **Continuous time** (MDLM / LLaDA, :func:`continuous_time_mask`): per row a time t in (eps, 1],
+  each token masked independently with probability t. With the linear schedule alpha_t = 1 - t
+  the negative ELBO is
+
+      NELBO(x) = E_t [ (1 / t) * sum_{i masked at t} -log p_theta(x_i | x_t) ]  >=  -log p_theta(x),
+
+  so ``sum_rows (1 / t_b) * sum_{masked i} CE_bi / (B * T)`` is an unbiased estimate of an *upper
+  bound* on the NLL per token (in nats), and ``exp`` of it an upper bound on the perplexity, the
+  figure MDLM/LLaDA report (see :func:`nelbo_per_token`). The batch's t values are stratified,
+  t_i = eps + (1 - eps) * ((u + i / B) mod 1), which lowers the variance of the estimate.
+
+numpy only (no torch import). Every function takes an explicit ``np.random.Generator``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+MASKING_TYPES = ("random", "sticky", "span")
+#: Default BERT replacement split: (mask, random token, keep original).
+BERT_SPLIT = (0.8, 0.1, 0.1)
+
+
+@dataclass
+class MaskingStage:
+    """One masking configuration (one entry of ``[unmasking] stages``).
+
+    Fields:
+        type: "random", "sticky" or "span".
+        max_masked_ratio: random: upper bound of the per-row masking rate, in (0, 1].
+        target_masked_ratio: sticky/span: exact share of each row to mask, in (0, 1].
+        p1: sticky: probability that a position with no masked neighbour joins, per step, in [0, 1].
+        p2: sticky: probability that a position next to a masked one joins, per step, in [0, 1].
+        span_length: span: mean span length (>= 1).
+    """
+
+    type: str = "random"
+    max_masked_ratio: float = 0.5
+    target_masked_ratio: float = 0.5
+    p1: float = 0.1
+    p2: float = 0.6
+    span_length: float = 3.0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError/TypeError naming the bad field."""
+        if self.type not in MASKING_TYPES:
+            raise ValueError(f"masking stage type must be one of {', '.join(MASKING_TYPES)}; got {self.type!r}")
+        for name in ("max_masked_ratio", "target_masked_ratio", "p1", "p2", "span_length"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TypeError(f"masking stage field {name} must be a number, got {type(v).__name__} {v!r}")
+            if not math.isfinite(v):
+                raise ValueError(f"masking stage field {name} must be finite, got {v!r}")
+            setattr(self, name, float(v))
+        for name in ("max_masked_ratio", "target_masked_ratio"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"masking stage field {name} must be in (0, 1], got {v}")
+        for name in ("p1", "p2"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"masking stage field {name} must be in [0, 1], got {v}")
+        if self.span_length < 1.0:
+            raise ValueError(f"masking stage field span_length must be >= 1, got {self.span_length}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MaskingStage":
+        """Build from a TOML table; unknown keys, wrong types and out-of-range values raise one clear error."""
+        if isinstance(d, MaskingStage):
+            return d
+        if not isinstance(d, dict):
+            raise TypeError(f"a masking stage must be a table like {{type = \"random\", max_masked_ratio = 0.5}}, got {d!r}")
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown masking stage key(s) {unknown}; valid keys are {valid}")
+        if "type" in d and not isinstance(d["type"], str):
+            raise TypeError(f"masking stage field type must be a string, got {d['type']!r}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        """Plain dict (round-trips through :meth:`from_dict`)."""
+        return asdict(self)
+
+    def masked_count(self, T: int) -> int:
+        """Exact number of masked positions per row for sticky/span: max(1, round(ratio * T)), <= T."""
+        return min(T, max(1, int(round(self.target_masked_ratio * T))))
+
+
+def make_mask(stage: MaskingStage, batch_shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Boolean (B, T) mask of the positions to predict, drawn with ``stage``'s strategy."""
+    B, T = (int(s) for s in batch_shape)
+    if B < 0 or T < 0:
+        raise ValueError(f"batch_shape must be non-negative, got {batch_shape}")
+    if B == 0 or T == 0:
+        return np.zeros((B, T), dtype=bool)
+    if stage.type == "random":
+        return _random_mask(stage.max_masked_ratio, B, T, rng)
+    if stage.type == "sticky":
+        return _sticky_mask(stage.masked_count(T), stage.p1, stage.p2, B, T, rng)
+    return _span_mask(stage.masked_count(T), stage.span_length, B, T, rng)
+
+
+def _random_mask(max_ratio: float, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
+    rate = max_ratio * (1.0 - rng.random(B))  # (B,) in (0, max_ratio]
+    mask = rng.random((B, T)) < rate[:, None]
+    empty = ~mask.any(axis=1)
+    if empty.any():
+        rows = np.flatnonzero(empty)
+        mask[rows, rng.integers(0, T, size=len(rows))] = True
+    return mask
+
+
+def _neighbour_masked(mask: np.ndarray) -> np.ndarray:
+    nb = np.zeros_like(mask)
+    nb[:, 1:] |= mask[:, :-1]
+    nb[:, :-1] |= mask[:, 1:]
+    return nb
+
+
+def _keep_random_subset(cand: np.ndarray, need: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per row, a uniformly random subset of ``need[row]`` True entries of ``cand`` (all if fewer)."""
+    keys = np.where(cand, rng.random(cand.shape), 2.0)
+    rank = np.argsort(np.argsort(keys, axis=1, kind="stable"), axis=1, kind="stable")
+    return cand & (rank < need[:, None])
+
+
+def _sticky_mask(k: int, p1: float, p2: float, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
+    mask = np.zeros((B, T), dtype=bool)
+    count = np.zeros(B, dtype=np.int64)
+    active = np.arange(B)
+    # Each step every active row gains >= 1 position, so at most k steps.
+    while len(active):
+        m = mask[active]  # (A, T)
+        prob = np.where(_neighbour_masked(m), p2, p1)
+        prob[m] = 0.0
+        cand = rng.random(m.shape) < prob
+        stuck = ~cand.any(axis=1)
+        if stuck.any():
+            # Fallback seeding: one position per stuck row, among those with non-zero probability if any.
+            r = np.flatnonzero(stuck)
+            keys = rng.random((len(r), T)) + (prob[r] > 0)
+            keys[m[r]] = -1.0
+            cand[r, np.argmax(keys, axis=1)] = True
+        need = k - count[active]
+        over = cand.sum(axis=1) > need
+        if over.any():
+            cand[over] = _keep_random_subset(cand[over], need[over], rng)
+        mask[active] = m | cand
+        count[active] += cand.sum(axis=1)
+        active = active[count[active] < k]
+    return mask
+
+
+def _span_mask(k: int, mean_len: float, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
+    mask = np.zeros((B, T), dtype=bool)
+    count = np.zeros(B, dtype=np.int64)
+    active = np.arange(B)
+    while len(active):
+        m = mask[active]  # (A, T)
+        need = k - count[active]  # (A,)
+        # Several spans per step (about half of what is still needed, since spans may overlap),
+        # starting at random unmasked positions; a row that draws no start gets one, so every
+        # step makes progress.
+        free = T - count[active]
+        rate = np.minimum(1.0, need / (2.0 * mean_len) / free)
+        u = rng.random(m.shape)
+        starts = (u < rate[:, None]) & ~m  # (A, T) span start positions
+        none = np.flatnonzero(~starts.any(axis=1))
+        if len(none):
+            starts[none, np.argmax(np.where(m[none], -1.0, u[none]), axis=1)] = True
+        rows, cols = np.nonzero(starts)
+        ends = np.minimum(cols + rng.geometric(1.0 / mean_len, size=len(cols)), T)
+        # Difference array: +1 at each start, -1 at each end; positive prefix sum = inside a span.
+        diff = np.zeros((len(active), T + 1), dtype=np.int64)
+        np.add.at(diff, (rows, cols), 1)
+        np.add.at(diff, (rows, ends), -1)
+        new = (np.cumsum(diff[:, :T], axis=1) > 0) & ~m
+        # Keep the first `need` new positions (only the last step of a row can overshoot).
+        new &= np.cumsum(new, axis=1) <= need[:, None]
+        mask[active] = m | new
+        count[active] += new.sum(axis=1)
+        active = active[count[active] < k]
+    return mask
+
+
+def _bert_split(bert_replacement) -> tuple[float, float, float] | None:
+    if bert_replacement is False or bert_replacement is None:
+        return None
+    if bert_replacement is True:
+        return BERT_SPLIT
+    try:
+        a, b, c = (float(v) for v in bert_replacement)
+    except (TypeError, ValueError):
+        raise TypeError(f"bert_replacement must be False, True or (mask, random, keep), got {bert_replacement!r}") from None
+    if min(a, b, c) < 0 or abs(a + b + c - 1.0) > 1e-6:
+        raise ValueError(f"bert_replacement shares must be >= 0 and sum to 1, got {bert_replacement!r}")
+    return a, b, c
+
+
+def apply_mask(
+    x: np.ndarray,
+    mask: np.ndarray,
+    *,
+    mask_id: int,
+    vocab_size: int,
+    rng: np.random.Generator,
+    bert_replacement=BERT_SPLIT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hide the selected positions of ``x``; returns ``(inputs, targets)``, both int64 (B, T).
+
+    ``targets`` holds the original id where ``mask`` is True and -1 elsewhere. Selected positions of
+    ``inputs`` become ``mask_id``, or with ``bert_replacement=(a, b, c)`` (True = (0.8, 0.1, 0.1))
+    [MASK] with probability a, a random *text* token with probability b, the original with c.
+
+    ``vocab_size`` is the size of the text vocabulary (``DataMeta.text_vocab_size``): random ids come
+    from [0, vocab_size), never a special token; passing the full vocabulary (which contains
+    ``mask_id``) is rejected.
+    """
+    x = np.asarray(x)
+    mask = np.asarray(mask, dtype=bool)
+    if x.shape != mask.shape:
+        raise ValueError(f"x has shape {x.shape} but mask has shape {mask.shape}")
+    if vocab_size < 1:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    if 0 <= mask_id < vocab_size:
+        raise ValueError(
+            f"mask_id {mask_id} lies inside vocab_size {vocab_size}; pass the text vocabulary size "
+            "(DataMeta.text_vocab_size) so random replacements are never special tokens"
+        )
+    split = _bert_split(bert_replacement)
+    inputs = x.astype(np.int64, copy=True)
+    targets = np.where(mask, inputs, -1)
+    if split is None:
+        inputs[mask] = mask_id
+        return inputs, targets
+    a, b, _ = split
+    u = rng.random(x.shape)
+    to_mask = mask & (u < a)
+    to_rand = mask & (u >= a) & (u < a + b)
+    inputs[to_mask] = mask_id
+    n = int(to_rand.sum())
+    if n:
+        inputs[to_rand] = rng.integers(0, vocab_size, size=n)
+    return inputs, targets
+
+
+def continuous_time_mask(
+    batch_shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    eps: float = 1e-3,
+    step: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous-time (MDLM / LLaDA) masking: returns ``(mask (B, T) bool, t (B,) float32)``.
+
+    t_i = eps + (1 - eps) * ((u + i / B) mod 1) with one offset u per batch (stratified
+    sampling: the B times cover (eps, 1] evenly); each token of row i is masked with probability
+    t_i. The loss of a masked token is weighted by 1 / t_i (see the module docstring and
+    :func:`nelbo_per_token`). ``u`` comes from ``rng``, or, when ``step`` is given, from the
+    golden-ratio sequence frac(step * 0.618...) so consecutive batches interleave evenly too.
+    """
+    B, T = (int(s) for s in batch_shape)
+    if not 0.0 <= eps < 1.0:
+        raise ValueError(f"eps must be in [0, 1), got {eps}")
+    if step is not None:
+        u = (int(step) * 0.6180339887498949) % 1.0
+    else:
+        u = rng.random()
+    frac = (u + np.arange(B) / max(B, 1)) % 1.0
+    t = eps + (1.0 - eps) * frac
+    # Avoid t == 0 when eps == 0 (the 1/t weight).
+    t = np.maximum(t, np.finfo(np.float32).tiny).astype(np.float32)
+    mask = rng.random((B, T)) < t[:, None]
+    return mask, t
+
+
+def nelbo_per_token(token_nll: np.ndarray, mask: np.ndarray, t: np.ndarray) -> float:
+    """Estimate of the NELBO per token (nats) from one batch: sum_b (1/t_b) sum_{masked} nll / (B * T).
+
+    ``token_nll`` (B, T): -log p(x_i | x_t) at each position (ignored where not masked). An upper
+    bound on the NLL per token in expectation; ``math.exp`` of it bounds the perplexity.
+    """
+    token_nll = np.asarray(token_nll, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    B, T = token_nll.shape
+    w = 1.0 / np.asarray(t, dtype=np.float64)[:, None]
+    return float((np.where(mask, token_nll, 0.0) * w).sum() / max(B * T, 1))
+
+
+class StageCurriculum:
+    """Moves through masking stages when the validation loss stops improving.
+
+    ``update(val_loss)`` counts evaluations without a new best loss; after ``stale_count`` of them
+    in a row it advances to the next stage (never past the last) and resets best/stale, since a
+    harder stage starts from a higher loss. A NaN loss counts as "not improved".
+    State (``state_dict``) is plain ints/floats, so it goes into checkpoints as it is.
+    """
+
+    def __init__(self, stages, stale_count: int = 3):
+        stages = [MaskingStage.from_dict(s) for s in stages]
+        if not stages:
+            raise ValueError("a stage curriculum needs at least one masking stage")
+        if isinstance(stale_count, bool) or not isinstance(stale_count, int) or stale_count < 1:
+            raise ValueError(f"stale_count must be an integer >= 1, got {stale_count!r}")
+        self.stages = stages
+        self.stale_count = stale_count
+        self.index = 0
+        self.best: float | None = None
+        self.stale = 0
+
+    @property
+    def stage(self) -> MaskingStage:
+        """The current stage."""
+        return self.stages[self.index]
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == len(self.stages) - 1
+
+    def update(self, val_loss: float) -> bool:
+        """Record one validation loss; returns True when this moved to the next stage."""
+        val_loss = float(val_loss)
+        if math.isfinite(val_loss) and (self.best is None or val_loss < self.best):
+            self.best = val_loss
+            self.stale = 0
+            return False
+        self.stale += 1
+        if self.stale >= self.stale_count and not self.is_last:
+            self.index += 1
+            self.best = None
+            self.stale = 0
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        """{"index": int, "best": float | None, "stale": int, "num_stages": int}."""
+        return {"index": self.index, "best": self.best, "stale": self.stale, "num_stages": len(self.stages)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a stage count that differs from this curriculum's is an error."""
+        n = state.get("num_stages", len(self.stages))
+        if n != len(self.stages):
+            raise ValueError(f"the saved curriculum has {n} stages but this run configures {len(self.stages)}")
+        index = int(state["index"])
+        if not 0 <= index < len(self.stages):
+            raise ValueError(f"saved stage index {index} is out of range for {len(self.stages)} stages")
+        self.index = index
+        self.best = None if state.get("best") is None else float(state["best"])
+        self.stale = int(state.get("stale", 0))

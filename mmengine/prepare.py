@@ -1,0 +1,587 @@
+"""Turn text files or labelled JSONL into an mmengine data dir.
+
+    python -m mmengine.prepare INPUT... --out DIR [--tokenizer char|bpe] [--vocab-size N]
+                               [--val-fraction 0.1] [--seed 0] [--num-classes N] [--force]
+
+Plain text (any extension but .jsonl): the files are joined with a blank line between them and
+split like nanoGPT: the first ``1 - val_fraction`` of the characters train, the rest validate
+(at least one character each when there are two or more). ``--seed`` does not affect text data.
+
+JSONL (every INPUT ends in .jsonl), one JSON object per line, all lines of one kind:
+
+* ``{"text": str, "score": float in [0, 1]}`` -> "scores" data: each document's tokens kept whole,
+  ``{split}.bin`` + ``{split}_offsets.npy`` (int64, n_docs + 1) + ``{split}_scores.npy`` (float32).
+* ``{"text": str, "spans": [[start, end, label], ...]}`` (character offsets, end exclusive,
+  label >= 1, spans may not overlap; characters outside every span are class 0) -> "spans" data:
+  ``{split}.bin`` + ``{split}_labels.bin`` (int16, one per token). Documents are joined with the
+  "\\n\\n" separator tokens, which are labelled -1 (ignored by the loss). A char token's label is its
+  character's; a BPE token takes the label covering most of its characters (ties: the higher label).
+
+Documents go to val by a seeded shuffle (``round(n * val_fraction)``, at least one document in each
+split when there are two or more and val_fraction > 0). Blank lines are skipped; other keys are ignored.
+
+The output is written into a temp dir next to ``--out`` and renamed into place at the end, so a
+failure never leaves a half-written data dir and never damages an existing one. A non-empty
+existing ``--out`` is refused unless ``--force``.
+
+Bad input (invalid UTF-8 or JSON, a score outside [0, 1], an overlapping or out-of-range span, a
+label >= the number of classes, ...) raises :class:`PrepareError` naming the file and line; the CLI
+prints it and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import shutil
+import sys
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .data.dataset import META_FILENAME, META_PKL_FILENAME, SPLITS, DataMeta, _make_world_readable
+from .data.tokenizer import BPE_FILENAME, BPETokenizer, CharTokenizer, TokenizerError, separator_ids
+
+logger = logging.getLogger(__name__)
+
+SEPARATOR = "\n\n"
+#: Default BPE vocabulary size when --vocab-size is not given.
+DEFAULT_BPE_VOCAB = 4096
+#: Inputs above this many characters get a progress bar (when stderr is a terminal).
+PROGRESS_MIN_CHARS = 8_000_000
+_CHUNK_CHARS = 1 << 20
+
+
+class PrepareError(ValueError):
+    """Input that cannot be prepared; the message names the file (and line) at fault."""
+
+
+# ----------------------------------------------------------------------------- reading inputs
+
+
+def read_text_file(path) -> str:
+    """The UTF-8 text of ``path`` (a leading BOM dropped); PrepareError names the line of bad bytes."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PrepareError(f"input file {path} does not exist") from None
+    except IsADirectoryError:
+        raise PrepareError(f"input {path} is a directory, not a file") from None
+    except OSError as e:
+        raise PrepareError(f"cannot read input file {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise PrepareError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x} at offset {e.start})") from None
+
+
+def _show_progress(progress: bool | None, n_chars: int) -> bool:
+    if progress is not None:
+        return progress
+    return n_chars >= PROGRESS_MIN_CHARS and sys.stderr.isatty()
+
+
+def _tqdm(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="char", unit_scale=True, disable=not enabled, file=sys.stderr)
+
+
+def _bpe_chunks(text: str, chunk_chars: int = _CHUNK_CHARS) -> list[str]:
+    """Split ``text`` into ~chunk_chars pieces at points where byte-level BPE tokenisation is unchanged.
+
+    A cut right after "\\n" and before a non-space character never splits a pre-token
+    (GPT-2's pre-tokenizer attaches at most a ' ' to the following word, never a newline).
+    """
+    if len(text) <= chunk_chars:
+        return [text]
+    pieces, start = [], 0
+    pattern = re.compile(r"\n(?=\S)")
+    while start < len(text):
+        if len(text) - start <= chunk_chars:
+            pieces.append(text[start:])
+            break
+        m = pattern.search(text, start + chunk_chars)
+        if m is None:
+            pieces.append(text[start:])
+            break
+        pieces.append(text[start : m.end()])
+        start = m.end()
+    return pieces
+
+
+def _encode_text(tok, text: str, show: bool, desc: str) -> np.ndarray:
+    """Token ids of ``text`` in chunks (for the progress bar)."""
+    out = []
+    with _tqdm(len(text), desc, show) as bar:
+        if isinstance(tok, CharTokenizer):
+            for i in range(0, len(text), _CHUNK_CHARS):
+                chunk = text[i : i + _CHUNK_CHARS]
+                out.append(tok.encode_array(chunk))
+                bar.update(len(chunk))
+        else:
+            chunks = _bpe_chunks(text)
+            for i in range(0, len(chunks), 16):
+                group = chunks[i : i + 16]
+                out.extend(tok.encode_batch(group))
+                bar.update(sum(len(c) for c in group))
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- tokenizer + output
+
+
+def _build_tokenizer(kind: str, texts: Sequence[str], vocab_size: int | None, show: bool, extra_chars: str = ""):
+    if kind == "char":
+        if vocab_size is not None:
+            raise PrepareError("--vocab-size applies only to --tokenizer bpe (a char vocabulary is the set of characters)")
+        chars: set[str] = set(extra_chars)
+        for t in texts:
+            chars.update(t)
+        return CharTokenizer(sorted(chars))
+    if kind == "bpe":
+        vs = DEFAULT_BPE_VOCAB if vocab_size is None else vocab_size
+        try:
+            return BPETokenizer.train(texts, vs, show_progress=show)
+        except TokenizerError as e:
+            raise PrepareError(str(e)) from None
+    raise PrepareError(f"unknown tokenizer {kind!r}; choose 'char' or 'bpe'")
+
+
+def _check_val_fraction(val_fraction: float) -> None:
+    if not (isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction < 1.0):
+        raise PrepareError(f"--val-fraction must be in [0, 1), got {val_fraction!r}")
+
+
+def _write_tokens(path: Path, ids: np.ndarray, dtype: str) -> None:
+    ids.astype(dtype).tofile(path)
+
+
+def _write_meta(out: Path, meta: DataMeta, tok) -> None:
+    (out / META_FILENAME).write_text(json.dumps(meta.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if isinstance(tok, CharTokenizer):
+        # nanoGPT's meta.pkl (text vocabulary only: nanoGPT knows no special tokens).
+        with open(out / META_PKL_FILENAME, "wb") as f:
+            pickle.dump(
+                {"vocab_size": tok.vocab_size, "stoi": dict(tok.stoi), "itos": dict(enumerate(tok.itos))}, f
+            )
+    else:
+        tok.save(out / BPE_FILENAME)
+
+
+@contextmanager
+def atomic_output_dir(out_dir, *, force: bool = False):
+    """Yield a temp dir next to ``out_dir``; on success it replaces ``out_dir`` by rename.
+
+    An existing non-empty ``out_dir`` is refused unless ``force``; with ``force`` the old dir is
+    moved aside first and deleted only after the new one is in place. On any error the temp dir
+    is removed and ``out_dir`` is untouched.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        if not out.is_dir():
+            raise PrepareError(f"--out {out} exists and is not a directory")
+        if any(out.iterdir()) and not force:
+            raise PrepareError(f"output dir {out} already exists and is not empty; pass --force to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise PrepareError(f"cannot create the output dir next to {out}: {e.strerror}") from None
+    try:
+        yield tmp
+        _make_world_readable(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    try:
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.rename(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- plain text
+
+
+def _split_point(n: int, val_fraction: float) -> int:
+    """Number of train characters: nanoGPT's int(n * (1 - f)), nudged so both splits are non-empty."""
+    n_train = int(n * (1.0 - val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_train = min(max(n_train, 1), n - 1)
+    return n_train
+
+
+def write_text_data(
+    inputs: Sequence,
+    out: Path,
+    *,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> DataMeta:
+    """Write a text data dir into the existing dir ``out`` (no atomicity; see :func:`prepare_text`)."""
+    _check_val_fraction(val_fraction)
+    if not inputs:
+        raise PrepareError("no input files given")
+    texts = []
+    for p in inputs:
+        t = read_text_file(p)
+        if not t:
+            logger.warning("input file %s is empty; skipping it", p)
+            continue
+        texts.append(t)
+    if not texts:
+        names = ", ".join(str(p) for p in inputs)
+        raise PrepareError(f"the input ({names}) is empty; there is nothing to prepare")
+    text = SEPARATOR.join(texts)
+    show = _show_progress(progress, len(text))
+    tok = _build_tokenizer(tokenizer, [text], vocab_size, show)
+    n_train = _split_point(len(text), val_fraction)
+    if len(text) - n_train == 0:
+        logger.warning("the validation split is empty (input of %d characters, val_fraction=%s)", len(text), val_fraction)
+    meta = DataMeta.for_vocab(
+        tok.vocab_size,
+        tokenizer=tok.kind,
+        separator_ids=separator_ids(tok, SEPARATOR),
+        kind="text",
+        tokenizer_config=tok.to_meta(),
+    )
+    counts = {"input_chars": len(text), "input_files": len(texts)}
+    for split, part in (("train", text[:n_train]), ("val", text[n_train:])):
+        ids = _encode_text(tok, part, show, f"encode {split}")
+        _write_tokens(out / f"{split}.bin", ids, meta.token_dtype)
+        counts[f"{split}_tokens"] = int(len(ids))
+    meta.counts = counts
+    _write_meta(out, meta, tok)
+    return meta
+
+
+def prepare_text(
+    inputs: Sequence,
+    out_dir,
+    *,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool | None = None,
+) -> DataMeta:
+    """Prepare plain text files into ``out_dir`` atomically (see the module docstring). Returns its DataMeta."""
+    _check_val_fraction(val_fraction)
+    with atomic_output_dir(out_dir, force=force) as tmp:
+        return write_text_data(
+            inputs, tmp, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
+            progress=progress,
+        )
+
+
+# ----------------------------------------------------------------------------- JSONL
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of ``path``."""
+    text = read_text_file(path)
+    records = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PrepareError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise PrepareError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        records.append((lineno, obj))
+    return records
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate_record(path: Path, lineno: int, obj: dict) -> tuple[str, str, object]:
+    """(kind, text, score | spans) of one JSONL record, or PrepareError naming the line."""
+    where = f"{path}:{lineno}"
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise PrepareError(f"{where}: 'text' must be a string")
+    if not text:
+        raise PrepareError(f"{where}: 'text' is empty")
+    has_score, has_spans = "score" in obj, "spans" in obj
+    if has_score == has_spans:
+        raise PrepareError(f"{where}: a record needs exactly one of 'score' or 'spans'")
+    if has_score:
+        s = obj["score"]
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or not 0.0 <= s <= 1.0:
+            raise PrepareError(f"{where}: 'score' must be a number in [0, 1], got {s!r}")
+        return "scores", text, float(s)
+    spans = obj["spans"]
+    if not isinstance(spans, list):
+        raise PrepareError(f"{where}: 'spans' must be a list of [start, end, label]")
+    parsed = []
+    for sp in spans:
+        if not (isinstance(sp, list) and len(sp) == 3 and all(_is_int(v) for v in sp)):
+            raise PrepareError(f"{where}: each span must be [start, end, label] with integers, got {sp!r}")
+        start, end, label = sp
+        if not 0 <= start < end <= len(text):
+            raise PrepareError(
+                f"{where}: span {sp} is out of range for a text of {len(text)} characters (need 0 <= start < end <= len)"
+            )
+        if label < 1:
+            raise PrepareError(f"{where}: span {sp} has label {label}; span labels start at 1 (0 = unlabelled)")
+        parsed.append((start, end, label))
+    parsed.sort()
+    for a, b in zip(parsed, parsed[1:]):
+        if b[0] < a[1]:
+            raise PrepareError(f"{where}: spans {list(a)} and {list(b)} overlap")
+    return "spans", text, parsed
+
+
+def _token_labels(char_labels: np.ndarray, offsets: np.ndarray, num_classes: int) -> np.ndarray:
+    """Label per token = the class covering most of its characters (ties: the higher class).
+
+    ``offsets`` (n, 2) are [start, end) character ranges; an empty range takes its start character's label.
+    """
+    n = len(offsets)
+    if n == 0:
+        return np.zeros(0, dtype=np.int16)
+    starts = np.clip(offsets[:, 0], 0, len(char_labels))
+    ends = np.clip(np.maximum(offsets[:, 1], starts + 1), 0, len(char_labels))
+    counts = np.empty((num_classes, n), dtype=np.int64)  # (C, n_tokens)
+    for c in range(num_classes):
+        cs = np.concatenate([[0], np.cumsum(char_labels == c)])
+        counts[c] = cs[ends] - cs[starts]
+    # argmax over the reversed class axis picks the highest class among ties.
+    return (num_classes - 1 - np.argmax(counts[::-1], axis=0)).astype(np.int16)
+
+
+def _doc_split(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Boolean (n_docs,) array, True for the documents that go to val."""
+    n_val = int(round(n_docs * val_fraction))
+    if val_fraction > 0 and n_docs >= 2:
+        n_val = min(max(n_val, 1), n_docs - 1)
+    perm = np.random.default_rng([seed, 0x5EED]).permutation(n_docs)
+    is_val = np.zeros(n_docs, dtype=bool)
+    is_val[perm[:n_val]] = True
+    return is_val
+
+
+def write_jsonl_data(
+    inputs: Sequence,
+    out: Path,
+    *,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    num_classes: int | None = None,
+    progress: bool | None = None,
+) -> DataMeta:
+    """Write a "scores" or "spans" data dir into the existing dir ``out`` (see :func:`prepare_jsonl`)."""
+    _check_val_fraction(val_fraction)
+    if not inputs:
+        raise PrepareError("no input files given")
+    if num_classes is not None and (not _is_int(num_classes) or num_classes < 2):
+        raise PrepareError(f"--num-classes must be an integer >= 2, got {num_classes!r}")
+    kind = None
+    texts: list[str] = []
+    payloads: list = []
+    where: list[str] = []
+    for p in inputs:
+        p = Path(p)
+        for lineno, obj in _read_jsonl(p):
+            k, text, payload = _validate_record(p, lineno, obj)
+            if kind is None:
+                kind = k
+            elif k != kind:
+                raise PrepareError(f"{p}:{lineno}: mixes '{k}' records into '{kind}' data; use one kind per dataset")
+            texts.append(text)
+            payloads.append(payload)
+            where.append(f"{p}:{lineno}")
+    if kind is None:
+        raise PrepareError(f"the input ({', '.join(str(p) for p in inputs)}) has no records; there is nothing to prepare")
+
+    n_classes = None
+    if kind == "spans":
+        max_label = max((lab for spans in payloads for _, _, lab in spans), default=0)
+        n_classes = num_classes if num_classes is not None else max(2, max_label + 1)
+        for spans, w in zip(payloads, where):
+            for sp in spans:
+                if sp[2] >= n_classes:
+                    raise PrepareError(f"{w}: span {list(sp)} has label {sp[2]} >= the number of classes {n_classes}")
+        if n_classes > np.iinfo(np.int16).max:
+            raise PrepareError(f"{n_classes} classes do not fit the int16 label files")
+
+    total_chars = sum(len(t) for t in texts)
+    show = _show_progress(progress, total_chars)
+    # The separator's characters join "spans" documents, so they must be in a char vocabulary.
+    tok = _build_tokenizer(tokenizer, texts, vocab_size, show, extra_chars=SEPARATOR if kind == "spans" else "")
+    meta = DataMeta.for_vocab(
+        tok.vocab_size,
+        tokenizer=tok.kind,
+        separator_ids=separator_ids(tok, SEPARATOR),
+        kind=kind,
+        num_token_classes=n_classes,
+        label_dtype="int16" if kind == "spans" else None,
+        tokenizer_config=tok.to_meta(),
+    )
+    is_val = _doc_split(len(texts), val_fraction, seed)
+    counts: dict = {"input_chars": total_chars, "input_files": len(inputs)}
+    sep = np.asarray(meta.separator_ids, dtype=np.int64)
+    with _tqdm(total_chars, "encode", show) as bar:
+        for split in SPLITS:
+            idx = np.flatnonzero(is_val if split == "val" else ~is_val)
+            toks, labs, offsets = [], [], [0]
+            for j, d in enumerate(idx):
+                text = texts[d]
+                if kind == "spans":
+                    ids, offs = tok.encode_with_offsets(text)
+                    char_labels = np.zeros(len(text), dtype=np.int16)
+                    for start, end, lab in payloads[d]:
+                        char_labels[start:end] = lab
+                    if j > 0:
+                        toks.append(sep)
+                        labs.append(np.full(len(sep), -1, dtype=np.int16))
+                    toks.append(ids)
+                    labs.append(_token_labels(char_labels, offs, n_classes))
+                else:
+                    ids = tok.encode_array(text)
+                    toks.append(ids)
+                    offsets.append(offsets[-1] + len(ids))
+                bar.update(len(text))
+            ids = np.concatenate(toks) if toks else np.zeros(0, dtype=np.int64)
+            _write_tokens(out / f"{split}.bin", ids, meta.token_dtype)
+            counts[f"{split}_tokens"] = int(len(ids))
+            counts[f"{split}_docs"] = int(len(idx))
+            if kind == "spans":
+                lab = np.concatenate(labs) if labs else np.zeros(0, dtype=np.int16)
+                lab.astype(np.int16).tofile(out / f"{split}_labels.bin")
+                counts[f"{split}_label_counts"] = np.bincount(lab[lab >= 0], minlength=n_classes).tolist()
+            else:
+                np.save(out / f"{split}_offsets.npy", np.asarray(offsets, dtype=np.int64))
+                np.save(out / f"{split}_scores.npy", np.asarray([payloads[d] for d in idx], dtype=np.float32))
+    if counts["val_docs"] == 0:
+        logger.warning("the validation split is empty (%d document(s), val_fraction=%s)", len(texts), val_fraction)
+    meta.counts = counts
+    _write_meta(out, meta, tok)
+    return meta
+
+
+def prepare_jsonl(
+    inputs: Sequence,
+    out_dir,
+    *,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    num_classes: int | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+) -> DataMeta:
+    """Prepare labelled JSONL files ({"text", "score"} or {"text", "spans"}) into ``out_dir`` atomically."""
+    _check_val_fraction(val_fraction)
+    with atomic_output_dir(out_dir, force=force) as tmp:
+        return write_jsonl_data(
+            inputs, tmp, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
+            num_classes=num_classes, progress=progress,
+        )
+
+
+def is_jsonl(path) -> bool:
+    """True for a ``.jsonl`` file name."""
+    return str(path).lower().endswith(".jsonl")
+
+
+def prepare(inputs: Sequence, out_dir, *, num_classes: int | None = None, **kwargs) -> DataMeta:
+    """Dispatch on the inputs: all ``.jsonl`` -> :func:`prepare_jsonl`, none -> :func:`prepare_text`."""
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise PrepareError("no input files given")
+    flags = {is_jsonl(p) for p in inputs}
+    if len(flags) > 1:
+        raise PrepareError("mixing .jsonl and plain text inputs is not supported; prepare them separately")
+    if flags == {True}:
+        return prepare_jsonl(inputs, out_dir, num_classes=num_classes, **kwargs)
+    if num_classes is not None:
+        raise PrepareError("--num-classes applies only to JSONL inputs with 'spans'")
+    return prepare_text(inputs, out_dir, **kwargs)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m mmengine.prepare",
+        description="Tokenize text files (or labelled .jsonl files) into an mmengine data dir.",
+    )
+    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or .jsonl files with text+score or text+spans")
+    ap.add_argument("--out", required=True, metavar="DIR", help="data dir to create")
+    ap.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="char (default) or byte-level bpe")
+    ap.add_argument("--vocab-size", type=int, default=None, help=f"BPE vocabulary size (default {DEFAULT_BPE_VOCAB})")
+    ap.add_argument("--val-fraction", type=float, default=0.1, help="share of text/documents for validation (default 0.1)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the document split for JSONL inputs (default 0)")
+    ap.add_argument("--num-classes", type=int, default=None, help="number of label classes for span data (default: max label + 1)")
+    ap.add_argument("--force", action="store_true", help="replace a non-empty existing --out dir")
+    bar = ap.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    return ap
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 for bad input, with a one-line message)."""
+    args = _build_parser().parse_args(None if argv is None else list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        meta = prepare(
+            args.inputs,
+            args.out,
+            tokenizer=args.tokenizer,
+            vocab_size=args.vocab_size,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            num_classes=args.num_classes,
+            force=args.force,
+            progress=args.progress,
+        )
+    except (PrepareError, TokenizerError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    c = meta.counts
+    print(
+        f"wrote {args.out}: {meta.kind} data, {meta.tokenizer} tokenizer, vocab_size {meta.vocab_size} "
+        f"({meta.text_vocab_size} text + {len(meta.special_ids)} special), "
+        f"{c.get('train_tokens', 0):,} train / {c.get('val_tokens', 0):,} val tokens ({meta.token_dtype})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
