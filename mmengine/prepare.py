@@ -223,10 +223,11 @@ def atomic_output_dir(out_dir, *, force: bool = False):
 
 
 def _split_point(n: int, val_fraction: float) -> int:
-    """Number of train characters: nanoGPT's int(n * (1 - f)), nudged so both splits are non-empty."""
-    n_train = int(n * (1.0 - val_fraction))
+    """Number of train characters: nanoGPT's int(n * (1 - f)), nudged so train is never empty and val
+    is non-empty whenever n >= 2 and f > 0."""
+    n_train = max(int(n * (1.0 - val_fraction)), min(n, 1))
     if val_fraction > 0 and n >= 2:
-        n_train = min(max(n_train, 1), n - 1)
+        n_train = min(n_train, n - 1)
     return n_train
 
 
