@@ -101,10 +101,10 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def _plain(value: Any, where: str) -> Any:
     """value converted to what torch.load(weights_only=True) can read back, or TypeError."""
+    if isinstance(value, enum.Enum):  # before str: ModelMode is a str subclass
+        return _plain(value.value, where)
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor, torch.dtype, torch.device)):
         return value
-    if isinstance(value, enum.Enum):
-        return _plain(value.value, where)
     if isinstance(value, PurePath):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -200,14 +200,21 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} is not a file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty")
+    if not zipfile.is_zipfile(path):
+        # torch.save has written zip archives since 1.6; anything else is cut short or foreign
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch checkpoint "
+            "(no complete zip archive in it)"
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but tensors and plain values
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line]
+        detail = lines[0].replace("WeightsUnpickler error: ", "").split(". Please")[0] if lines else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain values and is refused by the "
-            f"safe loader (weights_only=True): {first}"
+            f"safe loader (weights_only=True): {detail}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -181,6 +181,41 @@ def _kernel(function_name: str):
     return function
 
 
+def _triton_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """The fused kernel with the torch path's semantics, including 0 (not NaN) when all are ignored.
+
+    The kernel sums; the mean's denominator (sum of the valid rows' weights) is formed here so
+    that an all-ignored batch divides 0 by 1 instead of 0 by 0.
+    """
+    C = logits.size(-1)
+    flat_targets = targets.reshape(-1)  # (B*T,)
+    valid = flat_targets != IGNORE_INDEX
+    if balanced:
+        weight = losses.class_balanced_weights(flat_targets, C, IGNORE_INDEX)
+        safe = torch.where(valid, flat_targets, torch.zeros_like(flat_targets))
+        denominator = (weight[safe] * valid).sum()
+    else:
+        weight = None
+        denominator = valid.sum().to(torch.float32)
+    total = _kernel("class_weighted_cross_entropy")(
+        logits.reshape(-1, C),  # (B*T, C)
+        flat_targets,
+        weight=weight,
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
+    return total.float() / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+
+
+def _attention_kernel_supports(head_dim: int) -> bool:
+    """Whether mmengine.kernels' attention handles this head size (checked only for 'auto')."""
+    import sys
+
+    module = sys.modules.get("mmengine.kernels.rope_attention")
+    supported = getattr(module, "SUPPORTED_HEAD_DIMS", None)
+    return supported is None or head_dim in supported
+
+
 # -----------------------------------------------------------------------------
 # Blocks
 
@@ -209,9 +244,14 @@ class SelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
 
         dropout_active = self.training and self.dropout > 0
-        if self.backend != "eager" and _triton_wanted(self.backend, x, "rope_attention") and not (
-            dropout_active and self.backend == "auto"
-        ):
+        # 'auto' keeps torch where the kernel cannot serve: attention dropout, unsupported head sizes
+        use_kernel = self.backend == "triton" or (
+            self.backend == "auto"
+            and _triton_wanted("auto", x, "rope_attention")
+            and not dropout_active
+            and _attention_kernel_supports(C // self.n_head)
+        )
+        if use_kernel:
             if dropout_active:
                 raise ValueError(
                     "attention_backend='triton' has no attention dropout; set dropout=0 or use attention_backend='auto'"
@@ -222,6 +262,9 @@ class SelfAttention(nn.Module):
                 sin = torch.zeros_like(cos)
             else:
                 cos, sin = rope[0][:T].to(q.dtype), rope[1][:T].to(q.dtype)
+            # contiguous (B, nh, T, hs) copies: the kernel's backward allocates dq/dk/dv with
+            # q/k/v's strides, which the strided views of the fused c_attn output do not allow
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
             y = _kernel("rope_attention")(q, k, v, cos, sin, causal=self.causal, lengths=lengths)
         else:
             if rope is not None:
@@ -455,13 +498,7 @@ class GPT(nn.Module):
             raise ValueError(f"targets must have shape {tuple(logits.shape[:-1])}, got {tuple(targets.shape)}")
         balanced = self.config.mode is ModelMode.TOKEN_CLASSIFIER
         if _triton_wanted(self.config.loss_backend, logits, "class_weighted_cross_entropy"):
-            C = logits.size(-1)
-            return _kernel("class_weighted_cross_entropy")(
-                logits.reshape(-1, C),  # (B*T, C)
-                targets.reshape(-1),  # (B*T,)
-                weight="balanced" if balanced else None,
-                ignore_index=IGNORE_INDEX,
-            )
+            return _triton_cross_entropy(logits, targets, balanced)
         if balanced:
             return losses.class_balanced_cross_entropy(logits, targets, IGNORE_INDEX)
         return losses.cross_entropy(logits, targets, IGNORE_INDEX)

@@ -1,0 +1,374 @@
+"""Checkpoints: round trips, atomic saves, clear errors, every legacy conversion, transfer."""
+import logging
+import os
+
+import pytest
+import torch
+
+import mmengine.checkpoint as ckpt_mod
+from mmengine.checkpoint import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    load_model,
+    load_trunk,
+    save_checkpoint,
+)
+from mmengine.model import GPT, GPTConfig, ModelMode
+
+V, T = 30, 10
+
+
+def config(mode="language_model", **kw):
+    base = dict(block_size=16, vocab_size=V, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True,
+                attention_type="bidirectional", use_rope=True, mode=mode, num_token_classes=3,
+                attention_backend="torch", loss_backend="torch")
+    base.update(kw)
+    return GPTConfig(**base)
+
+
+def model(mode="language_model", seed=0, **kw):
+    torch.manual_seed(seed)
+    return GPT(config(mode, **kw)).eval()
+
+
+def idx(B=2, vocab=V, seed=1):
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def logits(m, x=None):
+    with torch.no_grad():
+        return m.eval()(idx() if x is None else x)[0]
+
+
+# --- round trips ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["language_model", "token_classifier", "sequence_scorer"])
+def test_round_trip_reproduces_logits_and_state(tmp_path, mode):
+    m = model(mode)
+    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    m.train()
+    target = {"language_model": idx(seed=5), "token_classifier": idx(seed=5) % 3, "sequence_scorer": torch.rand(2)}[mode]
+    m(idx(), target)[1].backward()
+    opt.step()
+    path = save_checkpoint(tmp_path / "ckpt.pt", m, opt, iter_num=7, best_val_loss=1.25,
+                           config={"lr": 1e-3}, sampler={"epoch": 1, "position": 4})
+    raw = torch.load(path, weights_only=True)  # plain values only
+    assert raw["model_args"]["mode"] == mode and isinstance(raw["model_args"]["mode"], str)
+    assert (raw["iter_num"], raw["best_val_loss"], raw["config"], raw["sampler"]) == (7, 1.25, {"lr": 1e-3}, {"epoch": 1, "position": 4})
+    loaded = load_model(path)
+    torch.testing.assert_close(logits(loaded), logits(m), rtol=0, atol=0)
+    opt2 = loaded.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    opt2.load_state_dict(raw["optimizer"])
+    assert int(opt2.state_dict()["state"][0]["step"]) == 1
+    assert loaded.config == m.config
+
+
+def test_tied_weights_survive_save_and_load(tmp_path):
+    m = model()
+    save_checkpoint(tmp_path / "lm.pt", m)
+    loaded = load_model(tmp_path / "lm.pt")
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    with torch.no_grad():
+        loaded.transformer.wte.weight[0].add_(1.0)
+    assert torch.equal(loaded.lm_head.weight[0], loaded.transformer.wte.weight[0])
+
+
+def test_load_model_overrides(tmp_path):
+    save_checkpoint(tmp_path / "a.pt", model(dropout=0.1))
+    loaded = load_model(tmp_path / "a.pt", dropout=0.0, attention_backend="eager")
+    assert loaded.config.dropout == 0.0 and loaded.config.attention_backend == "eager"
+    with pytest.raises(ValueError, match="unknown model overrides"):
+        load_model(tmp_path / "a.pt", n_layers=3)
+    with pytest.raises(CheckpointError, match="missing keys transformer.h.2"):
+        load_model(tmp_path / "a.pt", n_layer=3)
+
+
+def test_save_refuses_values_the_safe_loader_could_not_read(tmp_path):
+    with pytest.raises(TypeError, match="'extra'"):
+        save_checkpoint(tmp_path / "x.pt", model(), extra=object())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_converts_enums_paths_and_dataclasses(tmp_path):
+    save_checkpoint(tmp_path / "x.pt", model(), config={"mode": ModelMode.SEQUENCE_SCORER, "out": tmp_path},
+                    model_config=config("sequence_scorer"))
+    raw = torch.load(tmp_path / "x.pt", weights_only=True)
+    assert raw["config"] == {"mode": "sequence_scorer", "out": str(tmp_path)}
+    assert raw["model_config"]["mode"] == "sequence_scorer"
+
+
+# --- atomic save ---------------------------------------------------------------------------
+
+
+def test_failure_mid_save_keeps_the_old_checkpoint_and_leaves_no_litter(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    old = model(seed=0)
+    save_checkpoint(path, old, iter_num=1)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def crash_halfway(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        f.seek(len(before) // 2)
+        f.truncate()  # half of a checkpoint is on disk ...
+        raise OSError("disk full")  # ... when the writer dies
+
+    monkeypatch.setattr(torch, "save", crash_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model(seed=1), iter_num=2)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+    assert load_checkpoint(path)["iter_num"] == 1
+
+
+def test_save_replaces_and_creates_folders(tmp_path):
+    path = tmp_path / "run" / "ckpt.pt"
+    save_checkpoint(path, model(seed=0), iter_num=1)
+    save_checkpoint(path, model(seed=1), iter_num=2)
+    assert load_checkpoint(path)["iter_num"] == 2
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ckpt.pt"]
+
+
+# --- clear errors ------------------------------------------------------------------------------
+
+
+class Foreign:
+    pass
+
+
+def test_missing_truncated_and_foreign_files_name_the_file(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
+        load_model(missing)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt is empty"):
+        load_checkpoint(empty)
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, model())
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"truncated\.pt cannot be read; it is truncated"):
+        load_model(truncated)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, not a checkpoint\n")
+    with pytest.raises(CheckpointError, match=r"notes\.pt cannot be read"):
+        load_checkpoint(text)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"model": {}, "thing": Foreign()}, unsafe)
+    with pytest.raises(CheckpointError, match=r"unsafe\.pt holds objects other than tensors.*Foreign"):
+        load_checkpoint(unsafe)
+    pickled = tmp_path / "list.pt"
+    torch.save([1, 2, 3], pickled)
+    with pytest.raises(CheckpointError, match=r"list\.pt holds a list"):
+        load_checkpoint(pickled)
+    nomodel = tmp_path / "nomodel.pt"
+    torch.save({"step": 1}, nomodel)
+    with pytest.raises(CheckpointError, match=r"nomodel\.pt has no 'model' entry"):
+        load_checkpoint(nomodel)
+    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+    with pytest.raises(CheckpointError, match="is not a file"):
+        load_checkpoint(tmp_path)
+
+
+def test_weights_that_do_not_fit_are_listed(tmp_path):
+    m = model()
+    state = m.state_dict()
+    state["transformer.h.0.mlp.c_fc.weight"] = torch.zeros(64, 32)
+    del state["transformer.ln_f.weight"]
+    state["transformer.extra"] = torch.zeros(1)
+    torch.save({"model": state, "model_args": m.config.to_dict()}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path / "bad.pt")
+    message = str(err.value)
+    for part in ("bad.pt", "missing keys transformer.ln_f.weight", "unexpected keys transformer.extra",
+                 "transformer.h.0.mlp.c_fc.weight (64, 32) vs model (128, 32)"):
+        assert part in message
+
+
+# --- legacy conversions ---------------------------------------------------------------------------
+
+
+def legacy_file(tmp_path, writer, args, *, prefix="", drop=(), extra_state=None, name="legacy.pt"):
+    """A checkpoint as older code wrote it: writer's weights, the given model_args only."""
+    state = {prefix + k: v.clone() for k, v in writer.state_dict().items()}
+    state.update(extra_state or {})
+    model_args = {k: v for k, v in args.items() if k not in drop}
+    path = tmp_path / name
+    torch.save({"model": state, "model_args": model_args, "iter_num": 100, "best_val_loss": 2.0,
+                "config": {"dataset": "shakespeare_char"}}, path)
+    return path
+
+
+NANOGPT_ARGS = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, bias=True, vocab_size=V, dropout=0.0)
+
+
+def test_nanogpt_checkpoint_loads_as_causal_lm_with_learned_positions(tmp_path):
+    writer = model(attention_type="causal", use_rope=False)
+    # nanoGPT without flash attention also saved its causal mask buffer as attn.bias
+    masks = {f"_orig_mod.transformer.h.{i}.attn.bias": torch.ones(1, 1, 16, 16).tril() for i in range(2)}
+    path = legacy_file(tmp_path, writer, NANOGPT_ARGS, prefix="_orig_mod.", extra_state=masks)
+    loaded = load_model(path)
+    cfg = loaded.config
+    assert (cfg.mode, cfg.attention_type, cfg.use_rope, cfg.bias) == (ModelMode.LANGUAGE_MODEL, "causal", False, True)
+    x = idx()
+    torch.testing.assert_close(loaded(x, torch.zeros_like(x))[0], writer(x, torch.zeros_like(x))[0], rtol=0, atol=0)
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+
+
+def test_orig_mod_prefix_is_stripped(tmp_path):
+    writer = model()
+    path = legacy_file(tmp_path, writer, writer.config.to_dict(), prefix="_orig_mod.")
+    torch.testing.assert_close(logits(load_model(path)), logits(writer), rtol=0, atol=0)
+
+
+def test_binary_classification_becomes_a_two_class_token_classifier(tmp_path):
+    writer = model("token_classifier", num_token_classes=2)
+    args = dict(NANOGPT_ARGS, binary_classification=True, use_rope=True, attention_type="bidirectional")
+    loaded = load_model(legacy_file(tmp_path, writer, args))
+    assert loaded.config.mode is ModelMode.TOKEN_CLASSIFIER and loaded.config.num_token_classes == 2
+    assert loaded.lm_head.weight.shape == (2, 32)
+    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
+
+
+def test_binary_classification_without_attention_type_is_bidirectional(tmp_path):
+    # the old code forced classifiers bidirectional whatever attention_type said
+    writer = model("token_classifier", num_token_classes=2)
+    args = dict(NANOGPT_ARGS, binary_classification=True, use_rope=True)
+    with pytest.warns(UserWarning, match="bidirectional"):
+        loaded = load_model(legacy_file(tmp_path, writer, args))
+    assert loaded.config.attention_type == "bidirectional"
+    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
+
+
+def test_missing_mode_means_language_model(tmp_path):
+    writer = model(attention_type="bidirectional")
+    args = writer.config.to_dict()
+    loaded = load_model(legacy_file(tmp_path, writer, args, drop=("mode",)))
+    assert loaded.config.mode is ModelMode.LANGUAGE_MODEL
+    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
+
+
+def test_missing_attention_type_means_causal(tmp_path):
+    writer = model(attention_type="causal")
+    loaded = load_model(legacy_file(tmp_path, writer, writer.config.to_dict(), drop=("attention_type",)))
+    assert loaded.config.attention_type == "causal"
+    x = idx()
+    torch.testing.assert_close(loaded(x, torch.zeros_like(x))[0], writer(x, torch.zeros_like(x))[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("use_rope", [True, False])
+def test_missing_use_rope_is_inferred_from_the_weights(tmp_path, use_rope):
+    writer = model("sequence_scorer", use_rope=use_rope)
+    loaded = load_model(legacy_file(tmp_path, writer, writer.config.to_dict(), drop=("use_rope",)))
+    assert loaded.config.use_rope is use_rope
+    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("position_encoding, use_rope", [("rotary", True), ("absolute", False)])
+def test_older_position_encoding_key(tmp_path, position_encoding, use_rope):
+    writer = model(use_rope=use_rope)
+    args = dict(writer.config.to_dict(), position_encoding=position_encoding, ignore_index=-100)
+    loaded = load_model(legacy_file(tmp_path, writer, args, drop=("use_rope",)))
+    assert loaded.config.use_rope is use_rope
+    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_missing_bias_is_inferred_from_layernorm_keys(tmp_path, bias):
+    writer = model("token_classifier", bias=bias)
+    loaded = load_model(legacy_file(tmp_path, writer, writer.config.to_dict(), drop=("bias",)))
+    assert loaded.config.bias is bias
+    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
+
+
+def test_mode_written_as_enum_name(tmp_path):
+    writer = model("sequence_scorer")
+    args = dict(writer.config.to_dict(), mode="ModelMode.SEQUENCE_SCORER")
+    loaded = load_model(legacy_file(tmp_path, writer, args))
+    assert loaded.config.mode is ModelMode.SEQUENCE_SCORER
+    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
+
+
+# --- transfer learning ---------------------------------------------------------------------------
+
+
+def test_transfer_into_a_larger_vocabulary_keeps_old_rows(tmp_path, caplog):
+    source = model("language_model")
+    save_checkpoint(tmp_path / "lm.pt", source)
+    cfg = config("sequence_scorer", vocab_size=V + 2, cls_token_id=V, init_from_checkpoint=str(tmp_path / "lm.pt"))
+    with caplog.at_level(logging.INFO, logger="mmengine.checkpoint"):
+        m = build_model(cfg)
+    summaries = [r for r in caplog.records if r.name == "mmengine.checkpoint" and "transferred" in r.message]
+    assert len(summaries) == 1 and "extended from 30 to 32" in summaries[0].getMessage()
+    report = m.transfer_report
+    assert report.embedding_extended == (V, V + 2) and report.missing == [] and report.unexpected == []
+    assert report.skipped_heads == ["lm_head.weight"]
+    wte = m.transformer.wte.weight
+    assert torch.equal(wte[:V], source.transformer.wte.weight)
+    assert wte[V:].abs().sum() > 0  # new rows initialised, not zero
+    for k, v in source.transformer.state_dict().items():
+        if k != "wte.weight":
+            assert torch.equal(m.transformer.state_dict()[k], v), k
+    assert not m.get_frozen_status()
+
+
+def test_classifier_head_is_not_transferred_into_a_language_model(tmp_path):
+    source = model("token_classifier")
+    save_checkpoint(tmp_path / "clf.pt", source)
+    m = build_model(config(init_from_checkpoint=str(tmp_path / "clf.pt")))
+    assert m.transfer_report.skipped_heads == ["lm_head.weight"]
+    assert m.lm_head.weight is m.transformer.wte.weight
+    assert torch.equal(m.lm_head.weight, source.transformer.wte.weight)
+
+
+def test_build_model_freezes_and_saved_model_never_needs_its_source(tmp_path):
+    source_path = tmp_path / "lm.pt"
+    save_checkpoint(source_path, model("language_model"))
+    cfg = config("token_classifier", init_from_checkpoint=str(source_path), freeze_transformer=True)
+    m = build_model(cfg)
+    assert m.get_frozen_status()
+    save_checkpoint(tmp_path / "clf.pt", m)
+    source_path.unlink()  # the transfer source is gone
+    loaded = load_model(tmp_path / "clf.pt")
+    assert loaded.config.init_from_checkpoint is None
+    assert not loaded.get_frozen_status()  # load_model leaves freezing to the trainer
+    torch.testing.assert_close(logits(loaded), logits(m), rtol=0, atol=0)
+
+
+def test_transfer_between_rope_and_learned_positions_reports_keys(tmp_path):
+    save_checkpoint(tmp_path / "rope.pt", model(use_rope=True))
+    report = load_trunk(model(use_rope=False), tmp_path / "rope.pt")
+    assert report.missing == ["transformer.wpe.weight"] and report.unexpected == []
+    save_checkpoint(tmp_path / "wpe.pt", model(use_rope=False))
+    report = load_trunk(model(use_rope=True), tmp_path / "wpe.pt")
+    assert report.unexpected == ["transformer.wpe.weight"]
+    assert "unexpected 1 (transformer.wpe.weight)" in report.summary()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(vocab_size=V - 1), "vocabulary \\(30\\) is larger than the model's \\(29\\)"),
+    (dict(n_embd=64), "vs model"),
+])
+def test_transfer_that_cannot_fit_changes_nothing(tmp_path, kw, message):
+    save_checkpoint(tmp_path / "src.pt", model())
+    target = model("token_classifier", seed=3, **kw)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(CheckpointError, match=message):
+        load_trunk(target, tmp_path / "src.pt")
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
+def test_transfer_from_a_nanogpt_checkpoint(tmp_path):
+    writer = model(attention_type="causal", use_rope=False)
+    path = legacy_file(tmp_path, writer, NANOGPT_ARGS, prefix="_orig_mod.")
+    m = build_model(config("token_classifier", use_rope=False, vocab_size=V + 1, init_from_checkpoint=str(path)))
+    assert torch.equal(m.transformer.wpe.weight, writer.transformer.wpe.weight)
+    assert m.transfer_report.embedding_extended == (V, V + 1)
+
+
+def test_module_exports():
+    assert ckpt_mod.CheckpointError.__mro__[1] is ValueError
