@@ -1,0 +1,261 @@
+"""mmengine.data.masking: strategies, BERT replacement, continuous time, curriculum."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmengine.data.masking import (
+    MaskingStage,
+    StageCurriculum,
+    apply_mask,
+    continuous_time_mask,
+    make_mask,
+    nelbo_per_token,
+)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def runs(row):
+    """Lengths of the runs of True in a 1-D bool array."""
+    padded = np.concatenate([[False], row, [False]]).astype(np.int8)
+    d = np.diff(padded)
+    return np.flatnonzero(d == -1) - np.flatnonzero(d == 1)
+
+
+# ----------------------------------------------------------------------------- stage config
+
+
+def test_from_dict_defaults_and_roundtrip():
+    s = MaskingStage.from_dict({"type": "sticky", "target_masked_ratio": 0.4, "p1": 0.1, "p2": 0.5})
+    assert s.type == "sticky" and s.target_masked_ratio == 0.4
+    assert MaskingStage.from_dict(s.to_dict()) == s
+    assert MaskingStage.from_dict({"type": "random", "max_masked_ratio": 1}).max_masked_ratio == 1.0
+
+
+@pytest.mark.parametrize(
+    "d, exc, msg",
+    [
+        ({"type": "random", "max_mask_ratio": 0.5}, ValueError, r"unknown masking stage key.*max_mask_ratio.*valid keys"),
+        ({"type": "blocky"}, ValueError, "must be one of random, sticky, span"),
+        ({"type": 3}, TypeError, "type must be a string"),
+        ({"type": "random", "max_masked_ratio": 0.0}, ValueError, r"max_masked_ratio must be in \(0, 1\]"),
+        ({"type": "sticky", "target_masked_ratio": 1.5}, ValueError, "target_masked_ratio"),
+        ({"type": "sticky", "p1": -0.1}, ValueError, r"p1 must be in \[0, 1\]"),
+        ({"type": "sticky", "p2": "high"}, TypeError, "p2 must be a number"),
+        ({"type": "sticky", "p2": True}, TypeError, "p2 must be a number"),
+        ({"type": "span", "span_length": 0.5}, ValueError, "span_length must be >= 1"),
+        ({"type": "random", "max_masked_ratio": float("nan")}, ValueError, "finite"),
+        ("random", TypeError, "must be a table"),
+    ],
+)
+def test_from_dict_errors(d, exc, msg):
+    with pytest.raises(exc, match=msg):
+        MaskingStage.from_dict(d)
+
+
+# ----------------------------------------------------------------------------- strategies
+
+
+def test_random_mask_rates_and_at_least_one():
+    s = MaskingStage(type="random", max_masked_ratio=0.3)
+    m = make_mask(s, (2000, 64), rng())
+    per_row = m.mean(axis=1)
+    assert m.any(axis=1).all()
+    assert per_row.max() <= 0.3 + 0.25  # binomial noise around a rate <= 0.3
+    assert abs(m.mean() - 0.15) < 0.01  # E[rate] = max / 2
+
+
+def test_random_mask_tiny_rate_still_masks_one():
+    m = make_mask(MaskingStage(type="random", max_masked_ratio=1e-6), (50, 8), rng())
+    assert (m.sum(axis=1) >= 1).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    B=st.integers(1, 6),
+    T=st.integers(1, 70),
+    ratio=st.floats(0.01, 1.0),
+    p1=st.sampled_from([0.0, 0.02, 0.3, 1.0]),
+    p2=st.sampled_from([0.0, 0.5, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sticky_exact_count(B, T, ratio, p1, p2, seed):
+    s = MaskingStage(type="sticky", target_masked_ratio=ratio, p1=p1, p2=p2)
+    m = make_mask(s, (B, T), rng(seed))
+    assert m.shape == (B, T) and m.dtype == bool
+    assert (m.sum(axis=1) == min(T, max(1, round(ratio * T)))).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    B=st.integers(1, 6),
+    T=st.integers(1, 70),
+    ratio=st.floats(0.01, 1.0),
+    span=st.floats(1.0, 10.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_span_exact_count(B, T, ratio, span, seed):
+    m = make_mask(MaskingStage(type="span", target_masked_ratio=ratio, span_length=span), (B, T), rng(seed))
+    assert (m.sum(axis=1) == min(T, max(1, round(ratio * T)))).all()
+
+
+@pytest.mark.parametrize("p1, p2, ratio", [(0.0, 0.5, 0.5), (0.0, 0.0, 1.0), (0.0, 0.3, 1.0), (1.0, 1.0, 1.0)])
+def test_sticky_terminates_in_degenerate_settings(p1, p2, ratio):
+    m = make_mask(MaskingStage(type="sticky", target_masked_ratio=ratio, p1=p1, p2=p2), (8, 256), rng())
+    assert (m.sum(axis=1) == round(ratio * 256)).all()
+
+
+def test_sticky_p1_zero_grows_one_run():
+    # With p1 = 0 and p2 = 1 the fallback seed grows into a single contiguous run.
+    m = make_mask(MaskingStage(type="sticky", target_masked_ratio=0.25, p1=0.0, p2=1.0), (16, 128), rng())
+    for row in m:
+        assert len(runs(row)) == 1 and runs(row)[0] == 32
+
+
+def test_sticky_makes_longer_runs_than_random():
+    T = 512
+    sticky = make_mask(MaskingStage(type="sticky", target_masked_ratio=0.3, p1=0.01, p2=0.7), (32, T), rng(1))
+    iid = rng(2).random((32, T)) < 0.3
+    mean_run = lambda m: np.mean(np.concatenate([runs(r) for r in m]))
+    assert mean_run(sticky) > 2 * mean_run(iid)
+
+
+def test_span_mean_length_reasonable():
+    m = make_mask(MaskingStage(type="span", target_masked_ratio=0.15, span_length=5.0), (64, 512), rng(3))
+    mean_run = np.mean(np.concatenate([runs(r) for r in m]))
+    assert 3.0 < mean_run < 9.0
+
+
+@pytest.mark.parametrize("stage", [
+    MaskingStage(type="random", max_masked_ratio=0.5),
+    MaskingStage(type="sticky", target_masked_ratio=0.4),
+    MaskingStage(type="span", target_masked_ratio=0.4),
+])
+def test_masks_deterministic_from_rng(stage):
+    a = make_mask(stage, (4, 100), np.random.default_rng([7, 0, 3, 1]))
+    b = make_mask(stage, (4, 100), np.random.default_rng([7, 0, 3, 1]))
+    c = make_mask(stage, (4, 100), np.random.default_rng([7, 0, 4, 1]))
+    assert (a == b).all() and not (a == c).all()
+
+
+def test_empty_batch_shapes():
+    for t in ("random", "sticky", "span"):
+        assert make_mask(MaskingStage(type=t), (0, 10), rng()).shape == (0, 10)
+        assert make_mask(MaskingStage(type=t), (3, 0), rng()).shape == (3, 0)
+
+
+# ----------------------------------------------------------------------------- apply_mask
+
+
+def test_apply_mask_plain():
+    x = np.arange(12).reshape(2, 6) % 5
+    mask = np.zeros((2, 6), bool)
+    mask[0, 1] = mask[1, 5] = True
+    inp, tgt = apply_mask(x, mask, mask_id=9, vocab_size=5, rng=rng(), bert_replacement=False)
+    assert inp.dtype == np.int64 and tgt.dtype == np.int64
+    assert inp[0, 1] == 9 and inp[1, 5] == 9
+    assert (inp[~mask] == x[~mask]).all()
+    assert tgt[0, 1] == x[0, 1] and tgt[1, 5] == x[1, 5] and (tgt[~mask] == -1).all()
+    assert x[0, 1] == 1  # input untouched
+
+
+def test_apply_mask_bert_split_and_no_specials():
+    V, mask_id = 50, 50
+    x = rng(1).integers(0, V, (200, 200))
+    mask = np.ones_like(x, dtype=bool)
+    inp, tgt = apply_mask(x, mask, mask_id=mask_id, vocab_size=V, rng=rng(2))
+    is_mask = inp == mask_id
+    same = inp == x
+    assert abs(is_mask.mean() - 0.8) < 0.01
+    # 10% random (1/V of which coincide with the original) + 10% kept
+    assert abs(same.mean() - (0.1 + 0.1 / V)) < 0.01
+    assert inp.max() <= mask_id and (inp[~is_mask] < V).all()
+    assert (tgt == x).all()
+
+
+def test_apply_mask_custom_split_and_errors():
+    x = np.zeros((4, 8), dtype=np.uint16)
+    m = np.ones((4, 8), bool)
+    inp, _ = apply_mask(x, m, mask_id=10, vocab_size=10, rng=rng(), bert_replacement=(0.0, 0.0, 1.0))
+    assert (inp == 0).all()
+    with pytest.raises(ValueError, match="text vocabulary size"):
+        apply_mask(x, m, mask_id=10, vocab_size=14, rng=rng())
+    with pytest.raises(ValueError, match="sum to 1"):
+        apply_mask(x, m, mask_id=10, vocab_size=10, rng=rng(), bert_replacement=(0.5, 0.1, 0.1))
+    with pytest.raises(ValueError, match="shape"):
+        apply_mask(x, m[:, :3], mask_id=10, vocab_size=10, rng=rng())
+
+
+# ----------------------------------------------------------------------------- continuous time
+
+
+def test_continuous_time_stratified():
+    B = 16
+    mask, t = continuous_time_mask((B, 4096), rng(5), eps=1e-3)
+    assert t.dtype == np.float32 and t.shape == (B,)
+    assert ((t > 1e-3 - 1e-7) & (t <= 1.0)).all()
+    # One t per stratum of width (1 - eps) / B.
+    strata = np.floor((t - 1e-3) / (1 - 1e-3) * B).astype(int)
+    assert sorted(strata.tolist()) == list(range(B))
+    assert np.allclose(mask.mean(axis=1), t, atol=0.03)
+
+
+def test_continuous_time_step_and_determinism():
+    m1, t1 = continuous_time_mask((4, 10), rng(1), step=3)
+    m2, t2 = continuous_time_mask((4, 10), rng(1), step=3)
+    _, t3 = continuous_time_mask((4, 10), rng(1), step=4)
+    assert (m1 == m2).all() and (t1 == t2).all() and not np.allclose(np.sort(t1), np.sort(t3))
+    _, t0 = continuous_time_mask((4, 10), rng(1), eps=0.0, step=0)
+    assert (t0 > 0).all()
+
+
+def test_nelbo_is_nll_for_a_uniform_model():
+    # A model that predicts uniformly over V tokens has NLL log V at every masked position;
+    # E_t[(1/t) * #masked] = T, so the NELBO per token estimates log V (exactly, in expectation).
+    V, B, T = 7, 256, 256
+    mask, t = continuous_time_mask((B, T), rng(0), eps=1e-3)
+    est = nelbo_per_token(np.full((B, T), math.log(V)), mask, t)
+    assert est == pytest.approx(math.log(V), rel=0.05)
+
+
+# ----------------------------------------------------------------------------- curriculum
+
+
+def test_curriculum_advances_after_stale_evals():
+    stages = [{"type": "random", "max_masked_ratio": 0.2}, {"type": "sticky", "target_masked_ratio": 0.5}]
+    c = StageCurriculum(stages, stale_count=2)
+    assert c.index == 0 and c.stage.type == "random"
+    assert c.update(3.0) is False  # first best
+    assert c.update(2.5) is False  # improved
+    assert c.update(2.6) is False  # stale 1
+    assert c.update(float("nan")) is True  # stale 2 -> advance
+    assert c.index == 1 and c.is_last and c.best is None and c.stale == 0
+    for loss in (5.0, 6.0, 6.0, 6.0):
+        assert c.update(loss) is False  # never past the last stage
+    assert c.index == 1
+
+
+def test_curriculum_state_roundtrip_and_errors():
+    stages = [MaskingStage(type="random"), MaskingStage(type="span"), MaskingStage(type="sticky")]
+    c = StageCurriculum(stages, stale_count=1)
+    c.update(1.0)
+    c.update(1.5)
+    state = c.state_dict()
+    assert state == {"index": 1, "best": None, "stale": 0, "num_stages": 3}
+    c.update(0.7)
+    state = c.state_dict()
+    d = StageCurriculum(stages, stale_count=1)
+    d.load_state_dict(state)
+    assert d.state_dict() == state and d.stage.type == "span"
+    assert all(isinstance(v, (int, float, type(None))) for v in state.values())
+    with pytest.raises(ValueError, match="3 stages but this run configures 2"):
+        StageCurriculum(stages[:2], stale_count=1).load_state_dict(state)
+    with pytest.raises(ValueError, match="stale_count"):
+        StageCurriculum(stages, stale_count=0)
+    with pytest.raises(ValueError, match="at least one"):
+        StageCurriculum([], stale_count=1)
