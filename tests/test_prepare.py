@@ -382,3 +382,28 @@ def test_cli_subprocess_ok(tmp_path):
     assert r.returncode == 0, r.stderr
     dd = DataDir.open(tmp_path / "out")
     assert isinstance(dd.tokenizer, CharTokenizer) and dd.meta.counts["val_tokens"] == 44
+
+
+def test_progress_bar_goes_to_stderr(tmp_path, capfd):
+    src = write(tmp_path / "t.txt", "progress bar text\n" * 100)
+    prepare_text([src], tmp_path / "out", progress=True)
+    out, err = capfd.readouterr()
+    assert out == "" and "encode train" in err
+
+
+def test_input_is_directory_and_out_is_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(PrepareError, match="is a directory"):
+        prepare_text([tmp_path / "d"], tmp_path / "out")
+    src = write(tmp_path / "t.txt", "abc")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(PrepareError, match="not a directory"):
+        prepare_text([src], tmp_path / "f")
+
+
+def test_jsonl_unicode_line_separator_inside_text(tmp_path):
+    # U+2028 is a line break for str.splitlines but legal inside a JSON string.
+    src = write_jsonl(tmp_path / "s.jsonl", [{"text": "a\u2028b", "score": 0.5}, {"text": "c", "score": 0.1}])
+    src.write_text(src.read_text().replace("\\u2028", "\u2028"), encoding="utf-8")
+    meta = prepare_jsonl([src], tmp_path / "out")
+    assert meta.counts["train_docs"] + meta.counts["val_docs"] == 2

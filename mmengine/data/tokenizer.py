@@ -140,12 +140,11 @@ class BPETokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, *, show_progress: bool = False) -> "BPETokenizer":
         """Train a byte-level BPE with at most ``vocab_size`` tokens (>= 257: the 256 bytes + 1 merge)."""
-        tk_mod = _require_tokenizers()
+        _require_tokenizers()
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         if not isinstance(vocab_size, int) or vocab_size < 257:
             raise TokenizerError(f"BPE vocab size must be an integer >= 257 (256 bytes + merges), got {vocab_size!r}")
-        del tk_mod
         tk = Tokenizer(models.BPE())
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tk.decoder = decoders.ByteLevel()
