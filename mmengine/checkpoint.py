@@ -207,7 +207,10 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             "(no complete zip archive in it)"
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        # The research codebase stored the mode as its enum (module "model"); an Enum is safe to
+        # rebuild, so ours is allow-listed under that name too. Nothing else is.
+        with torch.serialization.safe_globals([ModelMode, (ModelMode, "model.ModelMode")]):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but tensors and plain values
         lines = [line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line]
@@ -264,6 +267,8 @@ def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkp
     - no ``use_rope`` -> ``position_encoding == "rotary"`` when that older key exists, otherwise
       inferred from the weights (``transformer.wpe.weight`` present means learned positions);
     - no ``bias`` -> inferred from LayerNorm bias keys;
+    - ``mode`` stored as the research codebase's enum (``model.ModelMode``) is read as ours
+      (:func:`load_checkpoint` allow-lists that one class for the safe loader);
     - ``init_from_checkpoint`` is dropped: a saved model already holds its transferred trunk;
     - other unknown keys (``ignore_index``, ...) are dropped with a debug log.
     """
@@ -317,6 +322,36 @@ def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkp
     return converted
 
 
+def _convert_legacy_weights(state_dict: dict, kwargs: dict, source: str) -> dict:
+    """Weights of the research codebase's optional extras, mapped onto today's model.
+
+    - ``cls_embedding`` (a scorer's dedicated [CLS] vector, swapped in wherever the input is
+      ``cls_token_id``) becomes row ``cls_token_id`` of the token embedding, which is exactly
+      what that swap computed (a scorer's embedding is not tied to any head);
+    - ``critic_head.*`` (an auxiliary head of language models) is dropped: the LM head and
+      trunk do not depend on it.
+    """
+    state_dict = dict(state_dict)
+    cls_embedding = state_dict.pop("cls_embedding", None)
+    if cls_embedding is not None:
+        cls_id = kwargs.get("cls_token_id")
+        wte = state_dict.get("transformer.wte.weight")
+        if cls_id is None or wte is None or not (0 <= int(cls_id) < wte.shape[0]):
+            raise CheckpointError(
+                f"checkpoint {source} has a cls_embedding but no usable cls_token_id ({cls_id!r}) to place it at"
+            )
+        wte = wte.clone()
+        wte[int(cls_id)] = cls_embedding.to(wte.dtype)
+        state_dict["transformer.wte.weight"] = wte
+        logger.info("%s: dedicated cls_embedding moved into row %d of the token embedding", source, int(cls_id))
+    critic = [k for k in state_dict if k.startswith("critic_head.")]
+    if critic:
+        for k in critic:
+            del state_dict[k]
+        logger.info("%s: auxiliary critic_head dropped (not part of this model)", source)
+    return state_dict
+
+
 def _shape_problems(model: torch.nn.Module, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -339,7 +374,10 @@ def load_model(path, map_location="cpu", **overrides) -> GPT:
     them; a model is returned only when every tensor loaded.
     """
     checkpoint = load_checkpoint(path, map_location=map_location)
-    return model_from_checkpoint(checkpoint, source=str(path), **overrides)
+    model = model_from_checkpoint(checkpoint, source=str(path), **overrides)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    return model
 
 
 def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overrides) -> GPT:
@@ -359,6 +397,7 @@ def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overri
         config = GPTConfig(**kwargs)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {source} describes an invalid model: {exc}") from None
+    state_dict = _convert_legacy_weights(state_dict, kwargs, f"checkpoint {source}")
     model = GPT(config)
     missing, unexpected, mismatched = _shape_problems(model, state_dict)
     if missing or unexpected or mismatched:

@@ -489,6 +489,7 @@ class GPT(nn.Module):
 
     def _token_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.is_floating_point():
+            # soft targets always take the eager path: the fused kernel takes class ids only
             if targets.shape != logits.shape:
                 raise ValueError(
                     f"soft targets must have shape {tuple(logits.shape)}, got {tuple(targets.shape)}"
@@ -516,7 +517,12 @@ class GPT(nn.Module):
         """
         heads = self._head_parameter_ids()
         for p in self.transformer.parameters():
-            p.requires_grad_(id(p) in heads)
+            trainable = id(p) in heads
+            p.requires_grad_(trainable)
+            if not trainable:
+                # AdamW steps every parameter whose .grad is not None: a stale gradient would
+                # keep moving a "frozen" weight (and decaying it)
+                p.grad = None
         logger.info("transformer trunk frozen (heads stay trainable)")
 
     def unfreeze_transformer_weights(self) -> None:

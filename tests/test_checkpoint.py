@@ -372,3 +372,56 @@ def test_transfer_from_a_nanogpt_checkpoint(tmp_path):
 
 def test_module_exports():
     assert ckpt_mod.CheckpointError.__mro__[1] is ValueError
+
+
+# --- the research codebase's extras --------------------------------------------------------------
+
+
+def test_mode_stored_as_the_old_enum_object_loads_safely(tmp_path, monkeypatch):
+    import enum
+    import sys
+    import types
+
+    old_module = types.ModuleType("model")
+
+    class OldMode(enum.Enum):  # the research codebase's model.ModelMode, a plain Enum
+        LANGUAGE_MODEL = "language_model"
+        TOKEN_CLASSIFIER = "token_classifier"
+        SEQUENCE_SCORER = "sequence_scorer"
+
+    OldMode.__module__, OldMode.__qualname__ = "model", "ModelMode"
+    old_module.ModelMode = OldMode
+    monkeypatch.setitem(sys.modules, "model", old_module)
+    writer = model("token_classifier")
+    args = dict(writer.config.to_dict(), mode=OldMode.TOKEN_CLASSIFIER)
+    path = legacy_file(tmp_path, writer, args)
+    monkeypatch.delitem(sys.modules, "model")  # the old code is not importable here
+    loaded = load_model(path)
+    assert loaded.config.mode is ModelMode.TOKEN_CLASSIFIER
+    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
+
+
+def test_dedicated_cls_embedding_becomes_the_cls_row(tmp_path):
+    cls_id = 7
+    writer = model("sequence_scorer", cls_token_id=cls_id)
+    cls_vector = torch.randn(32)
+    x = idx()
+    x[:, 0] = cls_id
+
+    def swap_in_cls(module, inputs, output):  # what the old model did with its cls_embedding
+        return torch.where((inputs[0] == cls_id)[..., None], cls_vector, output)
+
+    handle = writer.transformer.wte.register_forward_hook(swap_in_cls)
+    want = logits(writer, x)
+    handle.remove()
+    path = legacy_file(tmp_path, writer, writer.config.to_dict(), extra_state={"cls_embedding": cls_vector})
+    loaded = load_model(path)
+    torch.testing.assert_close(logits(loaded, x), want, rtol=0, atol=0)
+    assert not torch.equal(want, logits(writer, x))  # the conversion mattered
+
+
+def test_auxiliary_critic_head_is_dropped(tmp_path):
+    writer = model(attention_type="bidirectional")
+    args = dict(writer.config.to_dict(), add_critic_head=True, critic_alpha=0.5)
+    path = legacy_file(tmp_path, writer, args, extra_state={"critic_head.weight": torch.randn(1, 32)})
+    torch.testing.assert_close(logits(load_model(path)), logits(writer), rtol=0, atol=0)

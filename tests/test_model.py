@@ -312,6 +312,14 @@ def test_unfreezing_keeps_adam_state_and_frozen_params_do_not_move():
     assert not torch.equal(wte, trunk_before["wte.weight"])
 
 
+def test_freezing_drops_stale_trunk_gradients():
+    m = model("token_classifier")
+    m(tokens(), torch.zeros(3, T, dtype=torch.long))[1].backward()
+    m.freeze_transformer_weights()
+    assert all(p.grad is None for p in m.transformer.parameters())
+    assert m.lm_head.weight.grad is not None
+
+
 def test_freezing_a_language_model_keeps_the_tied_embedding_trainable():
     m = model()
     m.freeze_transformer_weights()
