@@ -1,0 +1,443 @@
+"""One small spec per training mode: how a batch is built, which head, which loss, which metrics.
+
+The trainer looks the spec up once (:func:`build_mode`) and then only calls its methods:
+
+- ``gpt_kwargs()``: the model's mode and head settings (``mode``, ``num_token_classes``, ``cls_token_id``);
+- ``num_items(split)`` / ``train_batch(idx, rng, iteration, batch_state)``: numpy batches for the
+  sampler's item indices, built in the prefetcher's thread (``batch_state`` is an immutable snapshot,
+  e.g. the curriculum stage, so a prefetched batch never mixes stages);
+- ``val_batches()``: a fixed validation set, the same at every evaluation (and on every rank);
+- ``loss(model, batch)``: ``(logits, loss)``;
+- ``metrics(results)``: the evaluation figures, ``loss`` first;
+- ``observe_eval(metrics)`` / ``state_dict()`` / ``load_state_dict()``: the curriculum, when the mode has one.
+
+Every batch is a dict of numpy arrays with ``x`` (B, T) int64 inputs and ``y`` targets, plus
+``lengths`` (B,) for padded rows and ``t`` (B,) for the continuous-time objective.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from mmengine.config import Config, ConfigError, UserError, num_token_classes
+
+logger = logging.getLogger(__name__)
+
+# Stream ids of np.random.default_rng([seed, rank, counter, STREAM]); one per purpose.
+STREAM_BATCH = 1
+STREAM_VAL = 2
+STREAM_DROPOUT = 3
+STREAM_SAMPLE = 4
+STREAM_VAL_WINDOWS = 5
+
+
+class Windows:
+    """Windows of ``length`` tokens cut from one split, at any offset or at paragraph starts."""
+
+    def __init__(self, tokens: np.ndarray, length: int, *, starts: np.ndarray | None, split: str):
+        from mmengine.data import fastloader
+
+        self._fl = fastloader
+        self.tokens = tokens
+        self.length = length
+        self.starts = starts
+        n = len(starts) if starts is not None else len(tokens) - length + 1
+        if n < 1:
+            raise UserError(f"the {split} split has {len(tokens)} tokens, too few for windows of {length} tokens (lower data.block_size).")
+        self.num_items = int(n)
+
+    def offsets(self, idx: np.ndarray) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        return self.starts[idx] if self.starts is not None else idx
+
+    def gather(self, idx: np.ndarray) -> np.ndarray:
+        """(B, length) int64 token windows for item indices ``idx``."""
+        return self._fl.gather_windows(self.tokens, self.offsets(idx), self.length)
+
+    def spread(self, n: int) -> np.ndarray:
+        """``n`` item indices spread evenly over the split (a validation set that sees all of it)."""
+        return np.linspace(0, self.num_items - 1, n).round().astype(np.int64)
+
+
+class ModeSpec:
+    """Base: windows of ``block_size`` tokens, the model's own loss, no curriculum."""
+
+    name = "base"
+    model_mode = "language_model"
+
+    def __init__(self, cfg: Config, data, *, rank: int = 0, world_size: int = 1):
+        self.cfg = cfg
+        self.data = data
+        self.meta = data.meta
+        self.rank = rank
+        self.world_size = world_size
+        self.block_size = cfg.data.block_size
+        self.batch_size = cfg.data.batch_size
+        self._windows: dict[str, Windows] = {}
+
+    # --- data -----------------------------------------------------------------------------
+
+    def window_length(self) -> int:
+        return self.block_size
+
+    def separator_ids(self) -> list[int]:
+        sep = self.cfg.data.separator
+        if not sep:
+            return list(self.meta.separator_ids)
+        tok = self.data.tokenizer
+        if tok is None:
+            raise UserError("data.separator is text but the data dir has no tokenizer to encode it; leave it empty to use meta.json's separator.")
+        return list(tok.encode(sep))
+
+    def windows(self, split: str) -> Windows:
+        if split not in self._windows:
+            from mmengine.data import fastloader
+
+            tokens = self.data.tokens(split)
+            length = self.window_length()
+            starts = None
+            if self.cfg.data.use_paragraph_boundaries:
+                sep = self.separator_ids()
+                if not sep:
+                    raise UserError("data.use_paragraph_boundaries is true but the data dir defines no separator (set data.separator).")
+                starts = fastloader.paragraph_starts(tokens, np.asarray(sep, dtype=np.int64), length)
+                if len(starts) == 0:
+                    raise UserError(f"no paragraph of the {split} split fits a window of {length} tokens; lower data.block_size or switch off data.use_paragraph_boundaries.")
+            self._windows[split] = Windows(tokens, length, starts=starts, split=split)
+        return self._windows[split]
+
+    def num_items(self, split: str = "train") -> int:
+        return self.windows(split).num_items
+
+    def batch_state(self) -> Any:
+        """Immutable snapshot of whatever changes how batches are built (the curriculum stage)."""
+        return None
+
+    def train_batch(self, idx: np.ndarray, rng: np.random.Generator, iteration: int, batch_state: Any) -> dict:
+        raise NotImplementedError
+
+    def val_batches(self) -> list[tuple[str, dict]]:
+        """The fixed validation set: ``(group, batch)`` pairs; groups get their own loss."""
+        n = self.cfg.train.eval_iters
+        w = self.windows("val")
+        idx = w.spread(n * self.batch_size)
+        out = []
+        for i in range(n):
+            rng = np.random.default_rng([self.cfg.run.seed, 0, i, STREAM_VAL])
+            out.append(("all", self.train_batch(idx[i * self.batch_size:(i + 1) * self.batch_size], rng, self.cfg.train.max_iters, self.batch_state())))
+        return out
+
+    # --- model ----------------------------------------------------------------------------
+
+    def gpt_kwargs(self) -> dict:
+        return {"mode": self.model_mode}
+
+    def loss(self, model, batch: dict):
+        """(logits, loss) of one batch of tensors."""
+        return model(batch["x"], batch["y"], lengths=batch.get("lengths"))
+
+    def metrics(self, results: list[tuple[str, Any, dict, float]]) -> dict:
+        """``results`` = [(group, logits, batch, loss)] over the validation set -> figures."""
+        return {"loss": float(np.mean([r[3] for r in results]))}
+
+    # --- curriculum -----------------------------------------------------------------------
+
+    def observe_eval(self, metrics: dict) -> dict | None:
+        """Called on rank 0 after each evaluation; returns an event dict when batch building changed."""
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def describe(self) -> str:
+        return self.name
+
+
+class UnmaskingMode(ModeSpec):
+    """Masked-diffusion LM: mask tokens (stage curriculum or continuous time), predict them."""
+
+    name = "unmasking"
+    model_mode = "language_model"
+
+    def __init__(self, cfg: Config, data, **kw):
+        super().__init__(cfg, data, **kw)
+        from mmengine.data.masking import MaskingStage, StageCurriculum
+
+        self.continuous = cfg.unmasking.objective == "continuous_time"
+        try:
+            self.stages = [MaskingStage.from_dict(dict(s)) for s in cfg.unmasking.stages]
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"unmasking.stages: {str(e).rstrip('.')}.") from None
+        self.curriculum = StageCurriculum([dict(s) for s in cfg.unmasking.stages], cfg.unmasking.val_loss_stale_count)
+        self.mask_id = self.meta.mask_id
+        self.text_vocab = self.meta.text_vocab_size
+        self.bert = (0.8, 0.1, 0.1) if cfg.unmasking.bert_replacement else False
+
+    def stage_index(self) -> int:
+        return int(self.curriculum.index)
+
+    def batch_state(self) -> Any:
+        return self.stage_index()
+
+    def _mask(self, x: np.ndarray, rng: np.random.Generator, stage: int, step: int | None) -> dict:
+        from mmengine.data import masking
+
+        if self.continuous:
+            mask, t = masking.continuous_time_mask(x.shape, rng, eps=self.cfg.unmasking.eps, step=step)
+            inputs = np.where(mask, self.mask_id, x)
+            targets = np.where(mask, x, -1)
+            return {"x": inputs.astype(np.int64), "y": targets.astype(np.int64), "t": t.astype(np.float32)}
+        mask = masking.make_mask(self.stages[stage], x.shape, rng)
+        inputs, targets = masking.apply_mask(x, mask, mask_id=self.mask_id, vocab_size=self.text_vocab, rng=rng,
+                                             bert_replacement=self.bert)
+        return {"x": np.asarray(inputs, dtype=np.int64), "y": np.asarray(targets, dtype=np.int64)}
+
+    def train_batch(self, idx, rng, iteration, batch_state):
+        x = self.windows("train").gather(idx)
+        return self._mask(x, rng, batch_state, iteration)
+
+    def val_batches(self):
+        w = self.windows("val")
+        groups = ["continuous"] if self.continuous else [f"stage{i}" for i in range(len(self.stages))]
+        # every stage gets its own batches, so the hardest stages are never skipped
+        per_group = max(1, self.cfg.train.eval_iters if self.continuous else math.ceil(self.cfg.train.eval_iters / len(groups)))
+        idx = w.spread(per_group * self.batch_size)
+        out = []
+        for g, name in enumerate(groups):
+            for i in range(per_group):
+                rng = np.random.default_rng([self.cfg.run.seed, g, i, STREAM_VAL])
+                x = w.gather(idx[i * self.batch_size:(i + 1) * self.batch_size])
+                # continuous time: the low-discrepancy t of step i covers (eps, 1) evenly over the set
+                out.append((name, self._mask(x, rng, g, i)))
+        return out
+
+    def loss(self, model, batch):
+        if not self.continuous:
+            return model(batch["x"], batch["y"])
+        import torch.nn.functional as F
+
+        logits, _ = model(batch["x"])  # (B, T, V): all positions of a bidirectional LM
+        y = batch["y"]
+        B, T = y.shape
+        ce = F.cross_entropy(logits.float().reshape(B * T, -1), y.reshape(-1), ignore_index=-1, reduction="none").view(B, T)
+        # MDLM/LLaDA: E_t[(1/t) sum_masked -log p] / T is an upper bound on the per-token NLL
+        loss = (ce.sum(1) / batch["t"].float()).sum() / (B * T)
+        return logits, loss
+
+    def metrics(self, results):
+        by_group: dict[str, list[float]] = {}
+        for group, _logits, _batch, loss in results:
+            by_group.setdefault(group, []).append(loss)
+        out: dict[str, Any] = {}
+        means = {g: float(np.mean(v)) for g, v in by_group.items()}
+        out["loss"] = float(np.mean(list(means.values())))
+        if self.continuous:
+            out["nll_bound"] = out["loss"]
+            out["ppl_bound"] = float(math.exp(min(out["loss"], 50.0)))
+        else:
+            for g, v in means.items():
+                out[f"loss_{g}"] = v
+            out["stage"] = self.stage_index()
+            out["loss_current_stage"] = means[f"stage{self.stage_index()}"]
+        return out
+
+    def observe_eval(self, metrics):
+        if self.continuous or len(self.stages) < 2:
+            return None
+        before = self.stage_index()
+        advanced = self.curriculum.update(metrics["loss_current_stage"])
+        if advanced and self.stage_index() != before:
+            return {"event": "stage_advanced", "from_stage": before, "to_stage": self.stage_index()}
+        return None
+
+    def state_dict(self):
+        return {"curriculum": self.curriculum.state_dict()}
+
+    def load_state_dict(self, state):
+        if state and "curriculum" in state:
+            self.curriculum.load_state_dict(state["curriculum"])
+
+    def describe(self):
+        if self.continuous:
+            return "unmasking (continuous-time objective)"
+        return f"unmasking, stage {self.stage_index() + 1}/{len(self.stages)}"
+
+
+class TokenClassificationMode(ModeSpec):
+    """One class per token; labels from the data dir's label files or made by a Corruptor."""
+
+    name = "token_classification"
+    model_mode = "token_classifier"
+
+    def __init__(self, cfg: Config, data, *, lm_sampler=None, **kw):
+        super().__init__(cfg, data, **kw)
+        tc = cfg.token_classification
+        self.from_labels = tc.label_source == "labels"
+        if self.from_labels:
+            for split in ("train", "val"):
+                if data.labels(split) is None:
+                    raise UserError(f"token_classification.label_source='labels' but the data dir has no {split} label file (prepare it from {{text, spans}} JSONL).")
+            n = num_token_classes(cfg) or getattr(self.meta, "num_token_classes", None)
+            if not n:
+                raise UserError("the number of token classes is unknown; set token_classification.num_token_classes.")
+            self.num_classes = int(n)
+            self.corruptor = None
+        else:
+            from mmengine.data.corruption import CorruptionKind, Corruptor
+
+            try:
+                kinds = [CorruptionKind.from_dict(dict(k)) for k in tc.corruption]
+            except (ValueError, TypeError, KeyError) as e:
+                raise ConfigError(f"token_classification.corruption: {str(e).rstrip('.')}.") from None
+            self.corruptor = Corruptor(kinds, self.meta.text_vocab_size, lm_sampler=lm_sampler)
+            self.num_classes = int(self.corruptor.num_classes)
+
+    def _labels(self, split: str, idx: np.ndarray) -> np.ndarray:
+        w = self.windows(split)
+        labels = self.data.labels(split)
+        offsets = w.offsets(idx)
+        return np.asarray(labels[offsets[:, None] + np.arange(w.length)], dtype=np.int64)  # (B, T)
+
+    def _batch(self, split, idx, rng, iteration):
+        x = self.windows(split).gather(idx)
+        if self.from_labels:
+            y = self._labels(split, idx)
+            if y.size and y.max() >= self.num_classes:
+                raise UserError(f"the {split} label file holds class {int(y.max())} but the run has {self.num_classes} classes.")
+            return {"x": x, "y": y}
+        xc, y = self.corruptor.corrupt(x, rng, iteration)
+        return {"x": np.asarray(xc, dtype=np.int64), "y": np.asarray(y, dtype=np.int64)}
+
+    def train_batch(self, idx, rng, iteration, batch_state):
+        return self._batch("train", idx, rng, iteration)
+
+    def val_batches(self):
+        n = self.cfg.train.eval_iters
+        w = self.windows("val")
+        idx = w.spread(n * self.batch_size)
+        out = []
+        for i in range(n):
+            rng = np.random.default_rng([self.cfg.run.seed, 0, i, STREAM_VAL])
+            # corruption rates at their final (ramped-up) values, the same set at every evaluation
+            out.append(("all", self._batch("val", idx[i * self.batch_size:(i + 1) * self.batch_size], rng, self.cfg.train.max_iters)))
+        return out
+
+    def gpt_kwargs(self):
+        return {"mode": self.model_mode, "num_token_classes": self.num_classes}
+
+    def metrics(self, results):
+        from mmengine.metrics import classification_metrics
+
+        preds, targets = [], []
+        for _g, logits, batch, _loss in results:
+            preds.append(logits.argmax(-1).reshape(-1).cpu().numpy())
+            targets.append(batch["y"].reshape(-1).cpu().numpy())
+        out = {"loss": float(np.mean([r[3] for r in results]))}
+        out.update(classification_metrics(np.concatenate(preds), np.concatenate(targets), self.num_classes, ignore_index=-1))
+        return out
+
+    def describe(self):
+        src = "label files" if self.from_labels else "corruption"
+        return f"token classification, {self.num_classes} classes from {src}"
+
+
+class SequenceScoringMode(ModeSpec):
+    """[CLS] + tokens (+ padding) -> one score; documents with scores, or synthetic corruption scores."""
+
+    name = "sequence_scoring"
+    model_mode = "sequence_scorer"
+
+    def __init__(self, cfg: Config, data, **kw):
+        super().__init__(cfg, data, **kw)
+        self.synthetic = cfg.sequence_scoring.score_source == "synthetic"
+        self.cls_id = self.meta.cls_id
+        self.pad_id = self.meta.pad_id
+        self.text_vocab = self.meta.text_vocab_size
+        self._docs: dict[str, tuple] = {}
+        if not self.synthetic:
+            for split in ("train", "val"):
+                if data.documents(split) is None:
+                    raise UserError(f"sequence_scoring.score_source='documents' but the data dir has no {split} documents (prepare it from {{text, score}} JSONL).")
+
+    def window_length(self) -> int:
+        return self.block_size - 1  # position 0 holds [CLS]
+
+    def documents(self, split):
+        if split not in self._docs:
+            self._docs[split] = self.data.documents(split)
+        return self._docs[split]
+
+    def num_items(self, split="train"):
+        if self.synthetic:
+            return super().num_items(split)
+        _tokens, offsets, _scores = self.documents(split)
+        return len(offsets) - 1
+
+    def _batch(self, split, idx, rng):
+        if not self.synthetic:
+            from mmengine.data import fastloader
+
+            tokens, offsets, scores = self.documents(split)
+            idx = np.asarray(idx, dtype=np.int64)
+            x, lengths = fastloader.gather_documents(tokens, offsets, idx, self.block_size, cls_id=self.cls_id, pad_id=self.pad_id)
+            return {"x": x, "y": np.asarray(scores[idx], dtype=np.float32), "lengths": lengths}
+        x = self.windows(split).gather(idx)
+        B, T = x.shape
+        rate = rng.uniform(0.0, self.cfg.sequence_scoring.max_corruption_rate, size=(B, 1))
+        corrupt = rng.random((B, T)) < rate
+        # a shift in [1, V) never maps a token onto itself, so every selected token really changes
+        shifted = (x + rng.integers(1, self.text_vocab, size=(B, T))) % self.text_vocab
+        xc = np.where(corrupt, shifted, x)
+        cls = np.full((B, 1), self.cls_id, dtype=np.int64)
+        return {"x": np.concatenate([cls, xc], axis=1).astype(np.int64),  # (B, block_size)
+                "y": corrupt.mean(axis=1).astype(np.float32),
+                "lengths": np.full(B, T + 1, dtype=np.int64)}
+
+    def train_batch(self, idx, rng, iteration, batch_state):
+        return self._batch("train", idx, rng)
+
+    def val_batches(self):
+        n = self.cfg.train.eval_iters
+        total = self.num_items("val")
+        idx = np.linspace(0, total - 1, n * self.batch_size).round().astype(np.int64)
+        out = []
+        for i in range(n):
+            rng = np.random.default_rng([self.cfg.run.seed, 0, i, STREAM_VAL])
+            out.append(("all", self._batch("val", idx[i * self.batch_size:(i + 1) * self.batch_size], rng)))
+        return out
+
+    def gpt_kwargs(self):
+        return {"mode": self.model_mode, "cls_token_id": self.cls_id}
+
+    def metrics(self, results):
+        from mmengine.metrics import regression_metrics
+
+        preds = np.concatenate([r[1].float().reshape(-1).cpu().numpy() for r in results])
+        targets = np.concatenate([r[2]["y"].float().reshape(-1).cpu().numpy() for r in results])
+        out = {"loss": float(np.mean([r[3] for r in results]))}
+        out.update(regression_metrics(preds, targets))
+        return out
+
+    def describe(self):
+        return "sequence scoring, " + ("synthetic scores (fraction corrupted)" if self.synthetic else "document scores")
+
+
+MODES: dict[str, type[ModeSpec]] = {
+    "unmasking": UnmaskingMode,
+    "token_classification": TokenClassificationMode,
+    "remasking_binary": TokenClassificationMode,
+    "sequence_scoring": SequenceScoringMode,
+}
+
+
+def build_mode(cfg: Config, data, *, rank: int = 0, world_size: int = 1, lm_sampler=None) -> ModeSpec:
+    """The spec of ``cfg.train.training_type``."""
+    cls = MODES[cfg.train.training_type]
+    kw = {"lm_sampler": lm_sampler} if cls is TokenClassificationMode else {}
+    return cls(cfg, data, rank=rank, world_size=world_size, **kw)

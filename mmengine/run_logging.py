@@ -1,0 +1,179 @@
+"""What a run writes besides checkpoints: metrics.jsonl, console lines, progress bar, plots,
+TensorBoard and wandb (offline). Only rank 0 creates a :class:`RunLogger` with ``enabled=True``.
+
+Also :func:`measure_matmul_flops`, the machine's measured matmul rate that MFU is reported against.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def measure_matmul_flops(device: str = "cpu", dtype=None, n: int = 1024, seconds: float = 0.3) -> float:
+    """Achievable FLOP/s of a square matmul on ``device`` (the denominator of our MFU)."""
+    import torch
+
+    dtype = dtype or torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for _ in range(2):
+        a @ b
+    sync()
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        a @ b
+        reps += 1
+        if reps % 4 == 0:
+            sync()
+            if time.perf_counter() - t0 > seconds:
+                break
+    dt = time.perf_counter() - t0
+    return 2 * n ** 3 * reps / dt
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class _TqdmHandler(logging.Handler):
+    """Routes log lines through tqdm.write so they do not tear the progress bar."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stdout)
+        except Exception:  # pragma: no cover
+            self.handleError(record)
+
+
+def setup_console_logging(level=logging.INFO) -> None:
+    """Plain ``message`` lines on stdout for the CLIs (library code only uses logging)."""
+    root = logging.getLogger()
+    if any(getattr(h, "_mmengine", False) for h in root.handlers):
+        return
+    h = _TqdmHandler()
+    h._mmengine = True  # type: ignore[attr-defined]
+    h.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(h)
+    root.setLevel(level)
+
+
+class RunLogger:
+    """metrics.jsonl + console + optional progress bar, PNG plots, TensorBoard, wandb."""
+
+    def __init__(self, out_dir: str | Path, log_cfg, *, enabled: bool = True, total: int = 0, initial: int = 0,
+                 config_dict: dict | None = None, resume: bool = False):
+        self.enabled = enabled
+        self.out_dir = Path(out_dir)
+        self.cfg = log_cfg
+        self.records: list[dict] = []
+        self._bar = None
+        self._tb = None
+        self._wandb = None
+        if not enabled:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / "metrics.jsonl"
+        if resume and self.path.exists():
+            self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        self._file = open(self.path, "a" if resume else "w", encoding="utf-8")
+        if log_cfg.progress and (sys.stderr.isatty() or os.environ.get("MMENGINE_PROGRESS") == "1"):
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc="train", unit="it", dynamic_ncols=True, leave=False)
+        if log_cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:
+                logger.warning("log.tensorboard is on but tensorboard is not installed (pip install tensorboard); skipping it")
+        if log_cfg.wandb:
+            try:
+                import wandb
+
+                # offline: works without network or account; `wandb sync out_dir/wandb/...` uploads later
+                self._wandb = wandb.init(project=log_cfg.wandb_project, dir=str(self.out_dir), mode="offline",
+                                         config=config_dict or {}, resume="allow" if resume else None)
+            except ImportError:
+                logger.warning("log.wandb is on but wandb is not installed (pip install wandb); skipping it")
+
+    def log(self, record: dict) -> None:
+        """Append one event (``iter``, ``split``, ``loss``, ``lr``, ...) to every enabled sink."""
+        if not self.enabled:
+            return
+        record = _clean(record)
+        self.records.append(record)
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        it = record.get("iter", 0)
+        scalars = {f"{record.get('split', 'train')}/{k}": v for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iter"}
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, it)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=it)
+
+    def progress(self, n: int = 1, **postfix) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+
+    def plot(self) -> None:
+        """loss and learning-rate curves as out_dir/curves.png (when matplotlib is installed)."""
+        if not (self.enabled and self.cfg.plots):
+            return
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            logger.warning("log.plots is on but matplotlib is not installed (pip install matplotlib); skipping plots")
+            self.cfg.plots = False
+            return
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        for split in ("train", "val"):
+            pts = [(r["iter"], r["loss"]) for r in self.records if r.get("split") == split and r.get("loss") is not None]
+            if pts:
+                ax1.plot(*zip(*pts), label=split, marker="o" if split == "val" else None)
+        ax1.set_xlabel("iteration"), ax1.set_ylabel("loss"), ax1.legend()
+        pts = [(r["iter"], r["lr"]) for r in self.records if r.get("split") == "train" and r.get("lr") is not None]
+        if pts:
+            ax2.plot(*zip(*pts))
+        ax2.set_xlabel("iteration"), ax2.set_ylabel("learning rate")
+        fig.tight_layout()
+        fig.savefig(self.out_dir / "curves.png", dpi=100)
+        plt.close(fig)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.close()
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()

@@ -1,0 +1,156 @@
+"""Config: TOML + CLI precedence, legacy flags, validation messages, printing, the shipped configs."""
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmengine.config import (TABLES, Config, ConfigError, from_dict, help_text, load_config, to_dict, to_toml)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+
+
+def write(tmp_path, text, name="c.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_and_every_field_documented():
+    cfg = load_config([])
+    assert cfg == Config()
+    for table, cls in TABLES.items():
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{table}.{f.name} has no help string"
+    text = help_text()
+    for table, cls in TABLES.items():
+        assert f"[{table}]" in text
+        for f in dataclasses.fields(cls):
+            assert f"--{table}.{f.name}=" in text
+
+
+def test_precedence_cli_over_file_over_defaults(tmp_path):
+    path = write(tmp_path, "[optim]\nlearning_rate = 1e-3\nmin_lr = 1e-5\n[data]\nbatch_size = 8\n")
+    cfg = load_config([path, "--optim.learning_rate=2e-3"])
+    assert cfg.optim.learning_rate == 2e-3  # CLI wins
+    assert cfg.optim.min_lr == 1e-5  # file wins over the default
+    assert cfg.data.batch_size == 8
+    assert cfg.model.n_layer == Config().model.n_layer  # default
+
+
+def test_cli_values_are_toml_values():
+    cfg = load_config(["--unmasking.stages=[{type=\"random\", max_masked_ratio=0.5}, {type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}]",
+                       "--run.out_dir=out/lm", "--optim.learning_rate", "1e-3", "--run.compile"])
+    assert cfg.unmasking.stages[0] == {"type": "random", "max_masked_ratio": 0.5}
+    assert cfg.unmasking.stages[1]["type"] == "sticky"
+    assert cfg.run.out_dir == "out/lm"
+    assert cfg.optim.learning_rate == 1e-3
+    assert cfg.run.compile is True
+    assert load_config(["--optim.learning_rate=1"]).optim.learning_rate == 1.0  # int accepted for a float
+
+
+def test_legacy_flat_flags(tmp_path):
+    ck = tmp_path / "ckpt.pt"
+    ck.write_bytes(b"x")
+    cfg = load_config(["--training_type=token_classification", "--num_token_classes=3", f"--init_from_checkpoint={ck}",
+                       "--freeze_transformer=True", "--unfreeze_at_iteration=2000", "--unfreeze_lr_multiplier=0.1",
+                       "--attention_type=bidirectional", "--block_size=512", "--max_iters=5000",
+                       "--token_classification.corruption=[{type=\"random\", rate=0.1}, {type=\"random\", rate=0.05}]"])
+    assert cfg.train.training_type == "token_classification"
+    assert cfg.token_classification.num_token_classes == 3
+    assert cfg.transfer.init_from_checkpoint == str(ck)
+    assert cfg.transfer.freeze_transformer is True
+    assert cfg.transfer.unfreeze_at_iteration == 2000
+    assert cfg.data.block_size == 512 and cfg.train.max_iters == 5000
+    assert load_config(["--compile=False"]).run.compile is False
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--optim.learnin_rate=1"], "did you mean 'optim.learning_rate'"),
+    (["--optimm.learning_rate=1"], "did you mean 'optim'"),
+    (["--max_iter=5"], "did you mean 'max_iters'"),
+    (["--train.max_iters=ten"], "train.max_iters must be an integer"),
+    (["--run.compile=1"], "run.compile must be true or false"),
+    (["--train.training_type=token_clasification"], "did you mean 'token_classification'"),
+    (["--transfer.unfreeze_at_iteration=5"], "nothing to unfreeze"),
+    (["--token_classification.num_token_classes=3"], "applies only to token classification"),
+    (["--training_type=remasking_binary", "--num_token_classes=3"], "2 classes"),
+    (["--model.n_embd=30"], "divisible"),
+    (["--data.dir=/nonexistent/data"], "does not exist"),
+    (["--transfer.freeze_transformer=true"], "needs transfer.init_from_checkpoint"),
+    (["--unmasking.stages=[{type=\"random\", max_masked_ratio=2.0}]"], "unmasking.stages[0]"),
+    (["--unmasking.stages=[{tpe=\"random\"}]"], "unmasking.stages[0]"),
+    (["--training_type=sequence_scoring", "--attention_type=causal"], "bidirectional"),
+    (["--optim.min_lr=1.0"], "must not exceed"),
+])
+def test_bad_values_are_one_sentence(argv, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(argv)
+    msg = str(e.value)
+    assert fragment in msg
+    assert "\n" not in msg
+
+
+def test_file_errors(tmp_path):
+    bad = write(tmp_path, "[run]\nseed = 1\n[data\nblock_size = 3\n")
+    with pytest.raises(ConfigError, match=r"c\.toml.*line 3"):
+        load_config([bad])
+    unknown = write(tmp_path, "[data]\nblok_size = 3\n", "u.toml")
+    with pytest.raises(ConfigError, match="did you mean 'data.block_size'"):
+        load_config([unknown])
+    table = write(tmp_path, "[trainer]\nmax_iters = 3\n", "t.toml")
+    with pytest.raises(ConfigError, match="did you mean 'train'"):
+        load_config([table])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config([str(tmp_path / "missing.toml")])
+
+
+def test_toml_round_trip():
+    cfg = load_config(["--unmasking.stages=[{type=\"span\", target_masked_ratio=0.3, span_length=4.0}]", "--run.seed=7"])
+    text = to_toml(cfg, comments=True)
+    again = from_dict(tomllib.loads(text))
+    assert again == cfg
+    assert to_dict(again) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_validate(path):
+    cfg = load_config([str(path)], check_paths=False)
+    assert isinstance(cfg, Config)
+
+
+def test_quickstart_is_the_default():
+    cfg = load_config([str(ROOT / "configs" / "quickstart.toml")])
+    assert cfg == Config()
+
+
+@pytest.mark.slow
+def test_cli_errors_exit_2_without_traceback(tmp_path):
+    bad = write(tmp_path, "[run]\nseed = = 1\n")
+    for module, args in [("mmengine.train", ["--optim.learnin_rate=1"]),
+                         ("mmengine.train", [bad]),
+                         ("mmengine.train", ["--data.dir=/nonexistent/dir"]),
+                         ("mmengine.config", ["--model.n_head=5"])]:
+        p = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert p.returncode == 2, (module, args, p.stderr)
+        assert "Traceback" not in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert p.stderr.startswith("error: ")
+
+
+@pytest.mark.slow
+def test_config_command_prints_resolved_toml(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "mmengine.config", "--max_iters=7", "--run.out_dir=x"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    doc = tomllib.loads(p.stdout)
+    assert doc["train"]["max_iters"] == 7 and doc["run"]["out_dir"] == "x"
+    h = subprocess.run([sys.executable, "-m", "mmengine.train", "--help"], capture_output=True, text=True)
+    assert h.returncode == 0 and "[unmasking]" in h.stdout and "--transfer.unfreeze_lr_multiplier" in h.stdout
