@@ -2,19 +2,20 @@
 
     o = softmax(sm_scale * rope(q) @ rope(k)^T + mask) @ v,   rope(x) = x * cos + rotate_half(x) * sin
 
-q, k, v are (B, H, T, D) and not yet rotated; cos, sin are (T, D) in the "rotate half" layout.
+q, k, v are (B, H, T, D) and not yet rotated; cos, sin are (T, D) in the "rotate half" layout
+cat(freqs, freqs), so only their first halves c = cos[:, :D/2], s = sin[:, :D/2] are read.
 Nothing rotated is ever written to memory: every kernel loads the two halves of q (or k),
 x1 = x[..., :D/2] and x2 = x[..., D/2:], and rotates them in registers,
 
-    r1 = x1 * cos1 - x2 * sin1,        r2 = x2 * cos2 + x1 * sin2,
+    r1 = x1 * c - x2 * s,        r2 = x2 * c + x1 * s,
 
-(cos1 = cos[:, :D/2], cos2 = cos[:, D/2:], same for sin), so every product with a rotated
-operand is split into two half-width dots: q_r @ k_r^T = q_r1 @ k_r1^T + q_r2 @ k_r2^T. The
-gradient through the rotation is its transpose, applied to the half tiles g1, g2 of d(rope(x)):
+so every product with a rotated operand is split into two half-width dots:
+q_r @ k_r^T = q_r1 @ k_r1^T + q_r2 @ k_r2^T. The gradient through the rotation is its
+transpose (the rotation by -theta), applied to the half tiles g1, g2 of d(rope(x)):
 
-    dx1 = g1 * cos1 + g2 * sin2,       dx2 = g2 * cos2 - g1 * sin1
+    dx1 = g1 * c + g2 * s,       dx2 = g2 * c - g1 * s
 
-(equivalently dx = g * cos - rotate_half(g * sin) when cos/sin repeat their halves).
+i.e. dx = g * cos - rotate_half(g * sin).
 
 Masking: with ``lengths`` (B,), keys at positions >= lengths[b] get probability 0, query rows
 at those positions output zeros, and all of their gradients (dq of padded rows, dk/dv of padded
@@ -52,19 +53,17 @@ _LOG2E = 1.4426950408889634
 def _load_rotated(X, offs_t, offs_h, row_mask, stride_xt, COS, SIN, stride_ct, HALF: tl.constexpr):
     """Rotated halves (r1, r2) in fp32 of the rows ``offs_t`` of one (T, D) head; masked rows are 0.
 
+    Reads only the first half of cos/sin: the layout is cat(freqs, freqs), so it equals the second.
     ``offs_h`` spans HALF_PAD >= HALF columns (tl.dot needs 16); the extra columns load as 0.
     """
     mask = row_mask[:, None] & (offs_h[None, :] < HALF)
     x_ptrs = X + offs_t[:, None] * stride_xt + offs_h[None, :]
-    c_ptrs = COS + offs_t[:, None] * stride_ct + offs_h[None, :]
-    s_ptrs = SIN + offs_t[:, None] * stride_ct + offs_h[None, :]
+    cs_offs = offs_t[:, None] * stride_ct + offs_h[None, :]
     x1 = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(x_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
-    c1 = tl.load(c_ptrs, mask=mask, other=0.0).to(tl.float32)
-    c2 = tl.load(c_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
-    s1 = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)
-    s2 = tl.load(s_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
-    return x1 * c1 - x2 * s1, x2 * c2 + x1 * s2
+    c = tl.load(COS + cs_offs, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(SIN + cs_offs, mask=mask, other=0.0).to(tl.float32)
+    return x1 * c - x2 * s, x2 * c + x1 * s
 
 
 @triton.jit
@@ -73,14 +72,11 @@ def _store_unrotated(
 ):
     """Store scale * R^T (g1, g2): the gradient w.r.t. the unrotated input, given the one w.r.t. the rotated."""
     mask = row_mask[:, None] & (offs_h[None, :] < HALF)
-    c_ptrs = COS + offs_t[:, None] * stride_ct + offs_h[None, :]
-    s_ptrs = SIN + offs_t[:, None] * stride_ct + offs_h[None, :]
-    c1 = tl.load(c_ptrs, mask=mask, other=0.0).to(tl.float32)
-    c2 = tl.load(c_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
-    s1 = tl.load(s_ptrs, mask=mask, other=0.0).to(tl.float32)
-    s2 = tl.load(s_ptrs + HALF, mask=mask, other=0.0).to(tl.float32)
-    dx1 = (g1 * c1 + g2 * s2) * scale
-    dx2 = (g2 * c2 - g1 * s1) * scale
+    cs_offs = offs_t[:, None] * stride_ct + offs_h[None, :]
+    c = tl.load(COS + cs_offs, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(SIN + cs_offs, mask=mask, other=0.0).to(tl.float32)
+    dx1 = (g1 * c + g2 * s) * scale
+    dx2 = (g2 * c - g1 * s) * scale
     dx_ptrs = DX + offs_t[:, None] * stride_xt + offs_h[None, :]
     tl.store(dx_ptrs, dx1.to(DX.dtype.element_ty), mask=mask)
     tl.store(dx_ptrs + HALF, dx2.to(DX.dtype.element_ty), mask=mask)
@@ -351,20 +347,22 @@ def _attn_bwd_dq(
 # triton.autotune: the choice depends only on (kernel, head_dim, element size), every entry is
 # compiled ahead of time for sm_80 and sm_90 by tests/test_kernel_aot.py (no spills, shared
 # memory within the limit), and the interpreter needs no benchmark to pick one.
-# 2-byte inputs (fp16/bf16) -> tensor-core sized tiles; fp32 inputs -> half the tile area.
+# The entries are the largest tiles found (by compiling candidates) that neither spill registers
+# nor exceed shared memory on sm_80 *and* sm_90; the backward holds k, v and three accumulators
+# per program, so its tiles are smaller than the forward's.
 _CONFIGS = {
     # kernel: {elem_bytes: {head_dim: config}}
     "fwd": {
-        2: {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 3)},
+        2: {16: (128, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 32, 8, 2)},
         4: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 32, 4, 2)},
     },
     "dkdv": {
-        2: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (32, 64, 4, 2)},
-        4: {16: (32, 64, 4, 2), 32: (32, 64, 4, 2), 64: (32, 64, 4, 2), 128: (32, 32, 4, 1)},
+        2: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (16, 64, 4, 2), 128: (32, 32, 8, 2)},
+        4: {16: (32, 64, 4, 2), 32: (32, 64, 8, 2), 64: (16, 32, 8, 1), 128: (32, 32, 8, 1)},
     },
     "dq": {
-        2: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 64, 4, 2), 128: (64, 32, 4, 2)},
-        4: {16: (64, 32, 4, 2), 32: (64, 32, 4, 2), 64: (64, 32, 4, 2), 128: (32, 32, 4, 1)},
+        2: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 32, 4, 2), 128: (32, 32, 4, 2)},
+        4: {16: (64, 32, 4, 2), 32: (64, 32, 4, 2), 64: (16, 32, 4, 2), 128: (32, 32, 4, 1)},
     },
 }
 PREPROCESS_BLOCK_M = 64
@@ -514,7 +512,8 @@ def rope_attention(q, k, v, cos, sin, *, causal=False, lengths=None, sm_scale=No
 
     Args:
         q, k, v: (B, H, T, D) fp16, bf16 or fp32, D in {16, 32, 64, 128}; q and k not yet rotated.
-        cos, sin: (T, D) in the "rotate half" layout (``cat(freqs, freqs)``); no gradient flows to them.
+        cos, sin: (T, D) in the "rotate half" layout ``cat(freqs, freqs)`` (only the first half
+            is read, the second is assumed equal to it); no gradient flows to them.
         causal: mask keys after the query position.
         lengths: optional (B,) ints; keys >= lengths[b] are masked, query rows >= lengths[b]
             output zeros and receive zero gradient.

@@ -1,0 +1,137 @@
+"""class_weighted_cross_entropy (Triton, run by the interpreter on CPU) against F.cross_entropy in float64."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmengine.kernels import (
+    balanced_class_weights,
+    class_weighted_cross_entropy,
+    class_weighted_cross_entropy_reference,
+)
+
+TOLERANCES = {torch.float32: (1e-5, 1e-5), torch.float16: (2e-3, 2e-3)}
+
+
+def make_inputs(N, C, dtype, *, seed=0, ignore_every=4, ignore_index=-1, classes=None):
+    gen = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(N, C, generator=gen)).to(dtype).requires_grad_()
+    pool = torch.tensor(classes) if classes is not None else torch.arange(C)
+    targets = pool[torch.randint(0, len(pool), (N,), generator=gen)]
+    if ignore_every:
+        targets[::ignore_every] = ignore_index
+    return logits, targets
+
+
+def check(logits, targets, weight, reduction, dtype, ignore_index=-1, seed=1):
+    loss = class_weighted_cross_entropy(logits, targets, weight, ignore_index=ignore_index, reduction=reduction)
+    grad_out = torch.randn(loss.shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    (grad,) = torch.autograd.grad(loss, logits, grad_out)
+
+    x64 = logits.detach().double().requires_grad_()
+    w = weight.double() if isinstance(weight, torch.Tensor) else weight
+    ref = class_weighted_cross_entropy_reference(x64, targets, w, ignore_index=ignore_index, reduction=reduction)
+    (ref_grad,) = torch.autograd.grad(ref, x64, grad_out.double())
+
+    atol, rtol = TOLERANCES[dtype]
+    assert loss.dtype == dtype and loss.shape == ref.shape
+    torch.testing.assert_close(loss.double(), ref, atol=atol * max(1.0, ref.abs().max().item()), rtol=rtol)
+    torch.testing.assert_close(grad.double(), ref_grad, atol=atol * max(1e-3, ref_grad.abs().max().item()), rtol=rtol)
+
+
+@pytest.mark.parametrize("C", [2, 5, 65, 3000])
+@pytest.mark.parametrize("weight", [None, "tensor", "balanced"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_matches_f_cross_entropy(C, weight, reduction):
+    N = 37 if C < 1000 else 9
+    logits, targets = make_inputs(N, C, torch.float32, seed=C)
+    w = torch.rand(C, generator=torch.Generator().manual_seed(7)) + 0.1 if weight == "tensor" else weight
+    check(logits, targets, w, reduction, torch.float32)
+
+
+@pytest.mark.parametrize("C,weight,reduction", [(5, "balanced", "mean"), (65, None, "sum"), (3000, None, "mean")])
+def test_fp16_logits(C, weight, reduction):
+    logits, targets = make_inputs(24 if C < 1000 else 6, C, torch.float16, seed=3)
+    check(logits, targets, weight, reduction, torch.float16)
+
+
+def test_balanced_with_absent_classes():
+    # Classes 1 and 3 never appear: they get weight 0; the mean is the average over present classes
+    # of each class's mean NLL.
+    logits, targets = make_inputs(40, 5, torch.float32, classes=[0, 2, 4], ignore_every=5)
+    w = balanced_class_weights(targets, 5)
+    assert w[1] == 0 and w[3] == 0 and torch.all(w[[0, 2, 4]] > 0)
+    check(logits, targets, "balanced", "mean", torch.float32)
+    loss = class_weighted_cross_entropy(logits.detach(), targets, "balanced")
+    nll = F.cross_entropy(logits.detach(), targets, ignore_index=-1, reduction="none")
+    per_class = [nll[targets == c].mean() for c in (0, 2, 4)]
+    torch.testing.assert_close(loss, torch.stack(per_class).mean())
+
+
+def test_balanced_weights_formula():
+    targets = torch.tensor([0, 0, 0, 1, -1, 2, 2, -1])
+    # N_valid = 6, C = 4: w_c = 6 / (4 * n_c), absent class 3 -> 0
+    torch.testing.assert_close(balanced_class_weights(targets, 4), torch.tensor([0.5, 1.5, 0.75, 0.0]))
+
+
+@pytest.mark.parametrize("weight", [None, "balanced"])
+def test_all_ignored(weight):
+    # Documented behaviour, the same as F.cross_entropy: mean -> NaN (0 / 0) with zero gradient,
+    # sum -> 0, none -> zeros.
+    logits = torch.randn(6, 5, requires_grad=True)
+    targets = torch.full((6,), -1)
+    loss = class_weighted_cross_entropy(logits, targets, weight)
+    assert torch.isnan(loss)
+    assert torch.isnan(class_weighted_cross_entropy_reference(logits, targets, weight))
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.all(grad == 0)
+    assert class_weighted_cross_entropy(logits.detach(), targets, weight, reduction="sum") == 0
+    assert torch.all(class_weighted_cross_entropy(logits.detach(), targets, weight, reduction="none") == 0)
+
+
+def test_other_ignore_index():
+    logits, targets = make_inputs(30, 7, torch.float32, ignore_index=-100)
+    check(logits, targets, "balanced", "mean", torch.float32, ignore_index=-100)
+
+
+def test_language_model_use():
+    # (B, T, V) logits flattened, unweighted, masked positions ignored.
+    B, T, V = 2, 5, 1100
+    logits = torch.randn(B, T, V, requires_grad=True)
+    targets = torch.randint(0, V, (B, T))
+    targets[:, ::2] = -1
+    loss = class_weighted_cross_entropy(logits.view(-1, V), targets.view(-1))
+    ref = F.cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=-1)
+    torch.testing.assert_close(loss, ref)
+    (g,) = torch.autograd.grad(loss, logits)
+    (rg,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(g, rg)
+
+
+def test_no_grad_needed_and_non_contiguous_rows():
+    logits = torch.randn(10, 13)[:, :11]  # row stride 13, unit column stride
+    targets = torch.randint(0, 11, (10,))
+    torch.testing.assert_close(
+        class_weighted_cross_entropy(logits, targets), F.cross_entropy(logits, targets), atol=1e-6, rtol=1e-6
+    )
+
+
+def test_second_backward_is_refused():
+    logits, targets = make_inputs(8, 3, torch.float32)
+    loss = class_weighted_cross_entropy(logits, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        loss.backward()
+
+
+def test_bad_inputs():
+    logits = torch.randn(4, 3)
+    with pytest.raises(IndexError, match="out of range"):
+        class_weighted_cross_entropy(logits, torch.tensor([0, 1, 3, -1]))
+    with pytest.raises(ValueError, match="reduction"):
+        class_weighted_cross_entropy(logits, torch.tensor([0, 1, 2, -1]), reduction="avg")
+    with pytest.raises(ValueError, match="balanced"):
+        class_weighted_cross_entropy(logits, torch.tensor([0, 1, 2, -1]), "uniform")
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        class_weighted_cross_entropy(logits, torch.tensor([0, 1, 2, -1]), torch.ones(4))
+    with pytest.raises(ValueError, match="targets"):
+        class_weighted_cross_entropy(logits, torch.tensor([0.0, 1.0, 2.0, 1.0]))
