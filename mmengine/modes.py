@@ -360,6 +360,10 @@ class SequenceScoringMode(ModeSpec):
         self.pad_id = self.meta.pad_id
         self.text_vocab = self.meta.text_vocab_size
         self._docs: dict[str, tuple] = {}
+        if self.synthetic:
+            from mmengine.data.corruption import Corruptor
+
+            self.corruptor = Corruptor([{"type": "random", "rate": cfg.sequence_scoring.max_corruption_rate}], self.text_vocab)
         if not self.synthetic:
             for split in ("train", "val"):
                 if data.documents(split) is None:
@@ -387,16 +391,15 @@ class SequenceScoringMode(ModeSpec):
             idx = np.asarray(idx, dtype=np.int64)
             x, lengths = fastloader.gather_documents(tokens, offsets, idx, self.block_size, cls_id=self.cls_id, pad_id=self.pad_id)
             return {"x": x, "y": np.asarray(scores[idx], dtype=np.float32), "lengths": lengths}
+        from mmengine.data.corruption import corruption_score
+
         x = self.windows(split).gather(idx)
         B, T = x.shape
-        rate = rng.uniform(0.0, self.cfg.sequence_scoring.max_corruption_rate, size=(B, 1))
-        corrupt = rng.random((B, T)) < rate
-        # a shift in [1, V) never maps a token onto itself, so every selected token really changes
-        shifted = (x + rng.integers(1, self.text_vocab, size=(B, T))) % self.text_vocab
-        xc = np.where(corrupt, shifted, x)
+        # each row corrupted at its own rate in [0, max_corruption_rate], so scores spread out
+        xc, labels = self.corruptor.corrupt(x, rng, row_scale=rng.uniform(0.0, 1.0, size=B))
         cls = np.full((B, 1), self.cls_id, dtype=np.int64)
         return {"x": np.concatenate([cls, xc], axis=1).astype(np.int64),  # (B, block_size)
-                "y": corrupt.mean(axis=1).astype(np.float32),
+                "y": corruption_score(labels).astype(np.float32),
                 "lengths": np.full(B, T + 1, dtype=np.int64)}
 
     def train_batch(self, idx, rng, iteration, batch_state):
@@ -426,6 +429,55 @@ class SequenceScoringMode(ModeSpec):
 
     def describe(self):
         return "sequence scoring, " + ("synthetic scores (fraction corrupted)" if self.synthetic else "document scores")
+
+
+class LMSampler:
+    """Replacement tokens for the 'lm' corruption kind, sampled from a masked-diffusion LM checkpoint.
+
+    The selected positions are replaced by [MASK] and the LM's prediction there is sampled (text ids
+    only). The torch generator is seeded from the batch's content, which is itself a function of
+    (seed, rank, step), so corrupted batches stay reproducible across resumes.
+    """
+
+    def __init__(self, path: str, meta, *, device: str = "cpu", temperature: float = 1.0):
+        import torch
+
+        from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ckpt = load_checkpoint(path)
+        self.model = model_from_checkpoint(ckpt, source=str(path)).to(device).eval()
+        cfg = self.model.config
+        if cfg.mode.value != "language_model" or cfg.attention_type != "bidirectional":
+            raise UserError(f"token_classification.lm_checkpoint {path} must be a bidirectional language model (an unmasking run), not a {cfg.attention_type} {cfg.mode.value}.")
+        saved = ((ckpt.get("trainer") or {}).get("data_meta") or {}).get("text_vocab_size")
+        if saved is not None and saved != meta.text_vocab_size:
+            raise UserError(f"token_classification.lm_checkpoint {path} was trained on a text vocabulary of {saved} tokens, this data has {meta.text_vocab_size}.")
+        if cfg.vocab_size <= meta.mask_id:
+            raise UserError(f"token_classification.lm_checkpoint {path} has no [MASK] embedding for id {meta.mask_id}.")
+        self.mask_id = meta.mask_id
+        self.text_vocab = meta.text_vocab_size
+        self.device = device
+        self.temperature = temperature
+        self._torch = torch
+
+    def __call__(self, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        import zlib
+
+        torch = self._torch
+        block = self.model.config.block_size
+        inputs = np.where(positions, self.mask_id, x)
+        out = x.copy()
+        g = torch.Generator(device=self.device)
+        g.manual_seed(zlib.crc32(x.tobytes()) ^ (zlib.crc32(positions.tobytes()) << 1))
+        with torch.no_grad():
+            for start in range(0, x.shape[1], block):  # windows longer than the LM's context in pieces
+                piece = torch.from_numpy(np.ascontiguousarray(inputs[:, start:start + block])).to(self.device)
+                logits, _ = self.model(piece)  # (B, t, V)
+                probs = torch.softmax(logits.float()[..., :self.text_vocab] / self.temperature, dim=-1)
+                B, t, V = probs.shape
+                ids = torch.multinomial(probs.reshape(B * t, V), 1, generator=g).reshape(B, t)
+                out[:, start:start + block] = ids.cpu().numpy()
+        return out
 
 
 MODES: dict[str, type[ModeSpec]] = {

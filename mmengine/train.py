@@ -253,12 +253,10 @@ class Trainer:
             return None
         if not any(k.get("type") == "lm" for k in tc.corruption):
             return None
-        from mmengine.data import corruption
+        from mmengine.modes import LMSampler
 
-        factory = getattr(corruption, "lm_sampler_from_checkpoint", None)
-        if factory is None:
-            raise UserError("this build of mmengine.data.corruption has no LM sampler (lm_sampler_from_checkpoint).")
-        return factory(tc.lm_checkpoint, device="cpu")
+        # on the CPU: it runs in the prefetcher's thread, next to the training step
+        return LMSampler(tc.lm_checkpoint, self.meta, device="cpu")
 
     def _build_model(self) -> None:
         from mmengine.checkpoint import build_model, clean_state_dict

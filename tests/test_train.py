@@ -31,6 +31,12 @@ def data_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny_lm(data_dir, tmp_path_factory):
+    """A tiny trained masked-diffusion LM (source of transfers and of LM corruption)."""
+    return run(data_dir, tmp_path_factory.mktemp("lm"), "--train.max_iters=10", "--train.eval_interval=10").checkpoint
+
+
 def tiny(data_dir, out_dir, *extra):
     """argv of a tiny run (1 layer, 32 wide, block 32, batch 4)."""
     return [f"--data.dir={data_dir}", f"--run.out_dir={out_dir}", "--model.n_layer=1", "--model.n_embd=32",
@@ -109,6 +115,14 @@ def test_token_classification_from_corruption_learns(data_dir, tmp_path):
     assert len(val["f1"]) == 3 and len(val["confusion"]) == 3 and "macro_f1" in val and "accuracy" in val
 
 
+def test_token_classification_with_lm_corruption(data_dir, tmp_path, tiny_lm):
+    res = run(data_dir, tmp_path, "--train.training_type=token_classification", "--train.max_iters=20",
+              "--train.eval_interval=20", f"--token_classification.lm_checkpoint={tiny_lm}",
+              "--token_classification.corruption=[{type=\"random\", rate=0.1}, {type=\"lm\", rate=0.2, rate_start=0.05, ramp_iters=10}]")
+    assert falls(res.train_losses)
+    assert sum(res.val[-1]["confusion"][2]) > 0  # LM-replaced tokens are in the validation set
+
+
 def test_remasking_binary_from_label_files(tmp_path):
     from mmengine.prepare import prepare_jsonl
 
@@ -152,12 +166,11 @@ def test_resume_is_exact_for_dropout_and_no_prefetch(data_dir, tmp_path):
     _resume_case(data_dir, tmp_path, extra, stop_at=6, total=12)
 
 
-def test_transfer_freeze_then_unfreeze(data_dir, tmp_path):
-    lm = run(data_dir, tmp_path / "lm", "--train.max_iters=10", "--train.eval_interval=10")
-    src = torch.load(lm.checkpoint, weights_only=True)["model"]
+def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm):
+    src = torch.load(tiny_lm, weights_only=True)["model"]
     # frozen trunk: only the head moves
     frozen = run(data_dir, tmp_path / "frozen", "--train.training_type=remasking_binary", "--train.max_iters=4",
-                 "--train.eval_interval=4", f"--transfer.init_from_checkpoint={lm.checkpoint}", "--transfer.freeze_transformer=true",
+                 "--train.eval_interval=4", f"--transfer.init_from_checkpoint={tiny_lm}", "--transfer.freeze_transformer=true",
                  "--token_classification.corruption=[{type=\"random\", rate=0.2}]")
     after = torch.load(frozen.checkpoint, weights_only=True)
     for k, v in src.items():
@@ -166,7 +179,7 @@ def test_transfer_freeze_then_unfreeze(data_dir, tmp_path):
     assert after["trainer"]["frozen"] is True
     # unfreeze at 4 with a 0.1 multiplier on the trunk; Adam state of the head is kept across the switch
     res = run(data_dir, tmp_path / "tc", "--train.training_type=token_classification", "--train.max_iters=8",
-              "--train.eval_interval=8", f"--transfer.init_from_checkpoint={lm.checkpoint}", "--transfer.freeze_transformer=true",
+              "--train.eval_interval=8", f"--transfer.init_from_checkpoint={tiny_lm}", "--transfer.freeze_transformer=true",
               "--transfer.unfreeze_at_iteration=4", "--transfer.unfreeze_lr_multiplier=0.1",
               "--token_classification.corruption=[{type=\"random\", rate=0.2}]", "--optim.decay_lr=false")
     ck = torch.load(res.checkpoint, weights_only=True)
@@ -186,10 +199,9 @@ def test_transfer_freeze_then_unfreeze(data_dir, tmp_path):
             assert not torch.equal(ck["model"][k], v), k
 
 
-def test_resume_after_unfreeze_is_exact(data_dir, tmp_path):
-    lm = run(data_dir, tmp_path / "lm", "--train.max_iters=4", "--train.eval_interval=4")
+def test_resume_after_unfreeze_is_exact(data_dir, tmp_path, tiny_lm):
     extra = ["--train.training_type=remasking_binary", "--optim.lr_decay_iters=10", "--train.eval_interval=5",
-             f"--transfer.init_from_checkpoint={lm.checkpoint}", "--transfer.freeze_transformer=true",
+             f"--transfer.init_from_checkpoint={tiny_lm}", "--transfer.freeze_transformer=true",
              "--transfer.unfreeze_at_iteration=3", "--token_classification.corruption=[{type=\"random\", rate=0.2}]"]
     _resume_case(data_dir, tmp_path, extra, stop_at=5, total=10)
 
