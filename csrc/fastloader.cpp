@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -95,9 +97,79 @@ int resolve_threads(int threads, int64_t work, int64_t parallel_min, int64_t uni
     return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
 }
 
+// Output buffers for the batch arrays, recycled.
+//
+// A training loop asks for same-sized (B, T) outputs every step. Fresh allocations of that size
+// (a few hundred KB and up) come from mmap or from a heap top that glibc trims on free, so every
+// batch would page-fault its output in again, which costs several times the copy itself. The
+// pool keeps up to kPoolMaxBuffers freed buffers (kPoolMaxBytes in all) and hands one of exactly
+// the requested size back; the numpy array owns its buffer through a capsule whose destructor
+// returns it to the pool. Accessed with the GIL held (allocation and capsule destruction both
+// happen under it); the mutex only makes that independent of the caller.
+class BufferPool {
+   public:
+    static BufferPool& instance() {
+        static BufferPool* pool = new BufferPool();  // never destroyed: capsules may outlive statics
+        return *pool;
+    }
+    void* acquire(size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            for (size_t i = 0; i < free_.size(); ++i) {
+                if (free_[i].second == bytes) {
+                    void* p = free_[i].first;
+                    cached_ -= bytes;
+                    free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
+                    return p;
+                }
+            }
+        }
+        return ::operator new(std::max<size_t>(bytes, 1), std::align_val_t{64});
+    }
+    void release(void* p, size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (bytes <= kPoolMaxBytes) {
+                // evict the oldest until the newcomer fits
+                while (!free_.empty() &&
+                       (free_.size() >= kPoolMaxBuffers || cached_ + bytes > kPoolMaxBytes)) {
+                    ::operator delete(free_.front().first, std::align_val_t{64});
+                    cached_ -= free_.front().second;
+                    free_.erase(free_.begin());
+                }
+                free_.emplace_back(p, bytes);
+                cached_ += bytes;
+                return;
+            }
+        }
+        ::operator delete(p, std::align_val_t{64});
+    }
+
+   private:
+    static constexpr size_t kPoolMaxBuffers = 16;
+    static constexpr size_t kPoolMaxBytes = size_t{256} << 20;
+    std::mutex mutex_;
+    std::vector<std::pair<void*, size_t>> free_;
+    size_t cached_ = 0;
+};
+
+struct PooledBuffer {
+    void* data;
+    size_t bytes;
+};
+
+// (rows, cols) C-contiguous array of T on a pooled buffer, handed to numpy without a copy.
 template <typename T>
 py::array_t<T> new_2d(int64_t rows, int64_t cols) {
-    return py::array_t<T>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)});
+    const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * sizeof(T);
+    auto* buf = new PooledBuffer{BufferPool::instance().acquire(bytes), bytes};
+    py::capsule owner(buf, [](void* b) {
+        auto* pb = static_cast<PooledBuffer*>(b);
+        BufferPool::instance().release(pb->data, pb->bytes);
+        delete pb;
+    });
+    return py::array_t<T>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)},
+                          static_cast<T*>(buf->data), owner);
 }
 
 // --------------------------------------------------------------------------------------------

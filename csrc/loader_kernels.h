@@ -12,6 +12,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace fastloader {
 
 // Runs fn(begin, end, chunk) on `threads` contiguous chunks of [0, n), chunk k covering
@@ -62,46 +66,108 @@ void parallel_chunks(int64_t n, int threads, Fn&& fn) {
 // (a run of separators yields one p, after the run).
 // Preconditions: k >= 1, p_begin >= k, tok[p] is readable for every p < p_end.
 //
-// Algorithm: the separator would begin at i = p - k. Positions are visited in blocks of
-// kBlock; a branch-free pass over the block ORs together a cheap necessary condition
-// (k == 1: the exact condition; k >= 2: tok[i] == sep[0] && tok[i+1] == sep[1]). The compiler
-// turns that pass into SIMD compares; only blocks where it fires (rare: separators are a few
-// percent of tokens at most) are re-scanned one position at a time with the exact test. The
-// whole scan reads the array once, so it runs near memory bandwidth.
+// Algorithm: the separator would begin at i = p - k. Positions are visited 16 at a time; SIMD
+// compares of three shifted unaligned loads build a 16-bit mask of the positions where
+//     kMode 1 (k == 1):  tok[i] == s0 && tok[i+1] != s0           (exact)
+//     kMode 2 (k == 2):  tok[i] == s0 && tok[i+1] == s1 && tok[i+2] != s0   (exact)
+//     kMode 3 (k >= 3):  tok[i] == s0 && tok[i+1] == s1           (necessary; checked exactly)
+// and only the set bits are visited (count-trailing-zeros). Separators are a few percent of
+// tokens at most, so the scan is one pass of compares at close to memory bandwidth. The last
+// < 16 positions, and targets without SSE2, use the scalar test.
+template <typename Tok>
+inline bool separator_ends_at(const Tok* tok, const Tok* sep, int64_t k, int64_t i) {
+    for (int64_t j = 0; j < k; ++j)
+        if (tok[i + j] != sep[j]) return false;
+    return tok[i + k] != sep[0];
+}
+
+#if defined(__SSE2__)
+template <typename Tok>
+struct Lanes;  // 16 positions t[0..16) -> 16-bit mask of where cond(t + j) holds
+
+template <>
+struct Lanes<uint16_t> {
+    __m128i v0, v1;
+    Lanes(uint16_t s0, uint16_t s1)
+        : v0(_mm_set1_epi16(static_cast<short>(s0))), v1(_mm_set1_epi16(static_cast<short>(s1))) {}
+    static __m128i eq(const uint16_t* p, __m128i v) {
+        return _mm_cmpeq_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), v);
+    }
+    template <int kMode>
+    __m128i cond8(const uint16_t* t) const {  // 8 lanes of 0xFFFF / 0
+        const __m128i a = eq(t, v0);
+        if constexpr (kMode == 1) return _mm_andnot_si128(eq(t + 1, v0), a);
+        const __m128i ab = _mm_and_si128(a, eq(t + 1, v1));
+        if constexpr (kMode == 2) return _mm_andnot_si128(eq(t + 2, v0), ab);
+        return ab;
+    }
+    template <int kMode>
+    uint32_t mask16(const uint16_t* t) const {
+        // packs turns each 16-bit lane (0 / -1) into one byte, movemask takes one bit per byte
+        return static_cast<uint32_t>(
+            _mm_movemask_epi8(_mm_packs_epi16(cond8<kMode>(t), cond8<kMode>(t + 8))));
+    }
+};
+
+template <>
+struct Lanes<uint32_t> {
+    __m128i v0, v1;
+    Lanes(uint32_t s0, uint32_t s1)
+        : v0(_mm_set1_epi32(static_cast<int>(s0))), v1(_mm_set1_epi32(static_cast<int>(s1))) {}
+    static __m128i eq(const uint32_t* p, __m128i v) {
+        return _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), v);
+    }
+    template <int kMode>
+    uint32_t cond4(const uint32_t* t) const {  // 4-bit mask
+        const __m128i a = eq(t, v0);
+        __m128i c;
+        if constexpr (kMode == 1) {
+            c = _mm_andnot_si128(eq(t + 1, v0), a);
+        } else {
+            c = _mm_and_si128(a, eq(t + 1, v1));
+            if constexpr (kMode == 2) c = _mm_andnot_si128(eq(t + 2, v0), c);
+        }
+        return static_cast<uint32_t>(_mm_movemask_ps(_mm_castsi128_ps(c)));
+    }
+    template <int kMode>
+    uint32_t mask16(const uint32_t* t) const {
+        return cond4<kMode>(t) | (cond4<kMode>(t + 4) << 4) | (cond4<kMode>(t + 8) << 8) |
+               (cond4<kMode>(t + 12) << 12);
+    }
+};
+
+template <int kMode, typename Tok>
+int64_t scan_simd(const Tok* tok, const Tok* sep, int64_t k, int64_t i, int64_t i_end,
+                  std::vector<int64_t>& out) {
+    const Lanes<Tok> lanes(sep[0], k >= 2 ? sep[1] : Tok{0});
+    // Reads reach tok[i + 15 + max(k, 2)] at most, which the preconditions allow.
+    for (; i + 16 <= i_end; i += 16) {
+        uint32_t m = lanes.template mask16<kMode>(tok + i);
+        while (m) {
+            const int64_t j = __builtin_ctz(m);
+            m &= m - 1;
+            if (kMode != 3 || separator_ends_at(tok, sep, k, i + j)) out.push_back(i + j + k);
+        }
+    }
+    return i;
+}
+#endif
+
 template <typename Tok>
 void scan_paragraphs(const Tok* tok, const Tok* sep, int64_t k, int64_t p_begin, int64_t p_end,
                      std::vector<int64_t>& out) {
-    constexpr int64_t kBlock = 128;
-    const Tok s0 = sep[0];
-    const Tok s1 = k >= 2 ? sep[1] : Tok{0};
-    auto exact = [&](int64_t i) {  // separator starting at i, next token not sep[0]
-        for (int64_t j = 0; j < k; ++j)
-            if (tok[i + j] != sep[j]) return false;
-        return tok[i + k] != s0;
-    };
     int64_t i = p_begin - k;
     const int64_t i_end = p_end - k;
-    if (k == 1) {
-        for (; i + kBlock <= i_end; i += kBlock) {
-            const Tok* t = tok + i;
-            Tok any = 0;
-            for (int64_t j = 0; j < kBlock; ++j) any |= Tok((t[j] == s0) & (t[j + 1] != s0));
-            if (any)
-                for (int64_t j = 0; j < kBlock; ++j)
-                    if (t[j] == s0 && t[j + 1] != s0) out.push_back(i + j + 1);
-        }
-    } else {
-        for (; i + kBlock <= i_end; i += kBlock) {
-            const Tok* t = tok + i;
-            Tok any = 0;
-            for (int64_t j = 0; j < kBlock; ++j) any |= Tok((t[j] == s0) & (t[j + 1] == s1));
-            if (any)
-                for (int64_t j = 0; j < kBlock; ++j)
-                    if (exact(i + j)) out.push_back(i + j + k);
-        }
-    }
+#if defined(__SSE2__)
+    if (k == 1)
+        i = scan_simd<1>(tok, sep, k, i, i_end, out);
+    else if (k == 2)
+        i = scan_simd<2>(tok, sep, k, i, i_end, out);
+    else
+        i = scan_simd<3>(tok, sep, k, i, i_end, out);
+#endif
     for (; i < i_end; ++i)
-        if (exact(i)) out.push_back(i + k);
+        if (separator_ends_at(tok, sep, k, i)) out.push_back(i + k);
 }
 
 // Copies n tokens into the output dtype (a widening or same-width copy; memcpy when the

@@ -454,3 +454,26 @@ def test_gil_released_during_work():
         stop.set()
         th.join()
     assert during > 0
+
+
+def test_outputs_are_independent_writeable_arrays_across_reuse():
+    """Batch outputs live in recycled buffers: each result must stay intact and writeable."""
+    rng = np.random.default_rng(4)
+    tokens = rng.integers(0, 65535, size=10_000).astype(np.uint16)
+    kept = []
+    for step in range(20):
+        starts = rng.integers(0, len(tokens) - 65, size=32)
+        x, y = fl.gather_windows(tokens, starts, 64, shift=True)
+        assert x.flags.writeable and x.flags.c_contiguous and not np.shares_memory(x, y)
+        if step % 2:
+            kept.append((starts, x, y))  # others are dropped and their buffers recycled
+        del x, y
+    for starts, x, y in kept:
+        ref_x, ref_y = gather_windows_reference(tokens, starts, 64, shift=True)
+        np.testing.assert_array_equal(x, ref_x)
+        np.testing.assert_array_equal(y, ref_y)
+    x, _ = fl.gather_documents(tokens, [0, 5, 10], [0, 1], 8, cls_id=1, pad_id=0)
+    x[0, 0] = 7  # writeable
+    view = x[1]
+    del x
+    assert view.tolist() == [1, *tokens[5:10].tolist(), 0, 0]  # a view keeps the buffer alive
