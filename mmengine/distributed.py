@@ -78,14 +78,14 @@ def gather_objects(obj, info: DistInfo) -> list:
     return out
 
 
-def any_true(flag: bool, info: DistInfo) -> bool:
-    """True on every rank when ``flag`` is true on any rank (e.g. a stop request)."""
+def any_true(flags: list[bool], info: DistInfo) -> list[bool]:
+    """Each flag true on every rank when it is true on any rank (a stop request, a NaN loss), in one collective."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int64,
+        return [bool(f) for f in flags]
+    t = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int64,
                      device=info.device if info.device.startswith("cuda") else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 def barrier(info: DistInfo) -> None:

@@ -445,13 +445,15 @@ class Trainer:
                             loss.backward()
                         loss_sum += loss.detach()
                     loss_val = float(loss_sum)
-                    if not math.isfinite(loss_val):
+                    # one collective per step: every rank sees a NaN or a stop request of any rank
+                    non_finite, stop_requested = D.any_true([not math.isfinite(loss_val), stop.signal is not None], info)
+                    if non_finite:
                         self.optimizer.zero_grad(set_to_none=True)
                         if cfg.run.nan_policy == "rollback":
                             self._rollback(it + 1, loss_val)
                             self.iter_num += 1
                             continue
-                        raise TrainingError(f"loss became {loss_val} at iteration {it + 1}; lower optim.learning_rate, "
+                        raise TrainingError(f"loss became {loss_val if not math.isfinite(loss_val) else 'non-finite on another rank'} at iteration {it + 1}; lower optim.learning_rate, "
                                             "check the data, or set run.nan_policy='rollback'.")
                     if tcfg.grad_clip > 0:
                         if self.scaler is not None:
@@ -488,7 +490,7 @@ class Trainer:
                         t_log = time.perf_counter()
                         iters_since_log = 0
 
-                    if D.any_true(stop.signal is not None, info):
+                    if stop_requested:
                         name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
                         path = self.save(stream)
                         if self.main:
