@@ -458,6 +458,7 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
     if tt in ("token_classification", "remasking_binary") and tc.label_source == "corruption":
         if not tc.corruption:
             raise ConfigError("token_classification.corruption must list at least one corruption kind.")
+        _check_corruption(tc.corruption)
         n = num_token_classes(cfg)
         if n is not None and n != 1 + len(tc.corruption):
             raise ConfigError(f"{n} token classes do not match {len(tc.corruption)} corruption kind(s): class 0 is 'original' and each kind adds one class, so use {1 + len(tc.corruption)}.")
@@ -495,6 +496,22 @@ def _check_stages(stages: list) -> None:
             MaskingStage.from_dict(dict(s))
         except (ValueError, TypeError, KeyError) as e:
             raise ConfigError(f"unmasking.stages[{i}]: {str(e).rstrip('.')}.") from None
+
+
+def _check_corruption(kinds: list) -> None:
+    """Validate the corruption kinds with the corruption module (when it is importable)."""
+    try:
+        from mmengine.data.corruption import CorruptionKind
+    except ImportError:  # pragma: no cover
+        return
+    for i, k in enumerate(kinds):
+        try:
+            CorruptionKind.from_dict(dict(k))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"token_classification.corruption[{i}]: {str(e).rstrip('.')}.") from None
+    total = sum(float(k.get("rate", 0.15)) for k in kinds)
+    if total > 1.0 + 1e-9:
+        raise ConfigError(f"the token_classification.corruption rates sum to {total:.3g}; they must sum to at most 1.")
 
 
 # --- printing ------------------------------------------------------------------------------------

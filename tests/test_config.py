@@ -89,6 +89,8 @@ def test_legacy_flat_flags(tmp_path):
     (["--unmasking.stages=[{tpe=\"random\"}]"], "unmasking.stages[0]"),
     (["--training_type=sequence_scoring", "--attention_type=causal"], "bidirectional"),
     (["--optim.min_lr=1.0"], "must not exceed"),
+    (["--training_type=token_classification", "--token_classification.corruption=[{type=\"rnd\", rate=0.1}]"], "corruption[0]"),
+    (["--training_type=token_classification", "--token_classification.corruption=[{type=\"lm\", rate=0.1}]"], "lm_checkpoint"),
 ])
 def test_bad_values_are_one_sentence(argv, fragment):
     with pytest.raises(ConfigError) as e:
