@@ -170,17 +170,6 @@ void scan_paragraphs(const Tok* tok, const Tok* sep, int64_t k, int64_t p_begin,
         if (separator_ends_at(tok, sep, k, i)) out.push_back(i + k);
 }
 
-// Copies n tokens into the output dtype (a widening or same-width copy; memcpy when the
-// types are identical). Written as a plain loop so that it vectorises.
-template <typename Tok, typename Out>
-inline void copy_tokens(const Tok* src, Out* dst, int64_t n) {
-    if constexpr (std::is_same_v<Tok, Out>) {
-        std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(Tok));
-    } else {
-        for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<Out>(src[j]);
-    }
-}
-
 // Largest token in tok[s .. s+len) over all starts s; used only before a narrowing copy
 // (uint32 tokens into an int32 / uint16 output) to refuse values that would not fit.
 template <typename Tok>
@@ -193,17 +182,78 @@ Tok max_in_windows(const Tok* tok, const int64_t* starts, int64_t n_starts, int6
     return m;
 }
 
+// Runtime dispatch to an AVX2 build of the copy loops on x86-64 (GCC / Clang): the widening
+// copy uint16 -> int64 is store-bound, and 32-byte stores halve the number of stores over the
+// SSE2 baseline the extension is compiled for. The loop bodies are written once
+// (FASTLOADER_INLINE functions) and instantiated twice, once inside a target("avx2") wrapper.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FASTLOADER_X86_DISPATCH 1
+#define FASTLOADER_INLINE inline __attribute__((always_inline))
+inline bool cpu_has_avx2() {
+    static const bool has = __builtin_cpu_supports("avx2");
+    return has;
+}
+#else
+#define FASTLOADER_X86_DISPATCH 0
+#define FASTLOADER_INLINE inline
+#endif
+
+// Copies n tokens into the output dtype (a widening or same-width copy; memcpy when the
+// types are identical). Written as a plain loop so that it vectorises.
+template <typename Tok, typename Out>
+FASTLOADER_INLINE void copy_tokens(const Tok* src, Out* dst, int64_t n) {
+    if constexpr (std::is_same_v<Tok, Out>) {
+        std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(Tok));
+    } else {
+        for (int64_t j = 0; j < n; ++j) dst[j] = static_cast<Out>(src[j]);
+    }
+}
+
+inline void prefetch(const void* p, int64_t bytes) {
+#if defined(__GNUC__) || defined(__clang__)
+    const char* c = static_cast<const char*>(p);
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b);
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
+
 // Window gather: x[r, :] = tok[starts[r] .. starts[r]+T), and when y != nullptr
 // y[r, :] = tok[starts[r]+1 .. starts[r]+T+1). Rows [r_begin, r_end) only, so that
 // rows can be split across threads. Preconditions: every window (plus one for y) is in range.
 template <typename Tok, typename Out>
-void gather_rows(const Tok* tok, const int64_t* starts, int64_t r_begin, int64_t r_end, int64_t T,
-                 Out* x, Out* y) {
+FASTLOADER_INLINE void gather_rows_body(const Tok* tok, const int64_t* starts, int64_t r_begin,
+                                        int64_t r_end, int64_t T, Out* x, Out* y) {
+    // Windows start at random places, so each row's first cache lines would miss; while row r
+    // is copied, the head (up to 4 KB) of row r+1's window is prefetched (one row ahead measured
+    // best: ~30% off a B=64, T=1024 batch; further ahead evicts lines before they are used).
+    const int64_t prefetch_bytes =
+        std::min<int64_t>((T + 1) * static_cast<int64_t>(sizeof(Tok)), 4096);
     for (int64_t r = r_begin; r < r_end; ++r) {
         const Tok* src = tok + starts[r];
+        if (r + 1 < r_end) prefetch(tok + starts[r + 1], prefetch_bytes);
         copy_tokens(src, x + r * T, T);
         if (y != nullptr) copy_tokens(src + 1, y + r * T, T);
     }
+}
+
+#if FASTLOADER_X86_DISPATCH
+template <typename Tok, typename Out>
+__attribute__((target("avx2"))) void gather_rows_avx2(const Tok* tok, const int64_t* starts,
+                                                      int64_t r_begin, int64_t r_end, int64_t T,
+                                                      Out* x, Out* y) {
+    gather_rows_body(tok, starts, r_begin, r_end, T, x, y);
+}
+#endif
+
+template <typename Tok, typename Out>
+void gather_rows(const Tok* tok, const int64_t* starts, int64_t r_begin, int64_t r_end, int64_t T,
+                 Out* x, Out* y) {
+#if FASTLOADER_X86_DISPATCH
+    if (cpu_has_avx2()) return gather_rows_avx2(tok, starts, r_begin, r_end, T, x, y);
+#endif
+    gather_rows_body(tok, starts, r_begin, r_end, T, x, y);
 }
 
 // Document gather: row r = [cls, first min(len(doc), T-1) tokens of doc ids[r], pad ...];
