@@ -209,32 +209,40 @@ FASTLOADER_INLINE void copy_tokens(const Tok* src, Out* dst, int64_t n) {
     }
 }
 
-inline void prefetch(const void* p, int64_t bytes) {
-#if defined(__GNUC__) || defined(__clang__)
-    const char* c = static_cast<const char*>(p);
-    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b);
-#else
-    (void)p;
-    (void)bytes;
-#endif
-}
-
 // Window gather: x[r, :] = tok[starts[r] .. starts[r]+T), and when y != nullptr
 // y[r, :] = tok[starts[r]+1 .. starts[r]+T+1). Rows [r_begin, r_end) only, so that
 // rows can be split across threads. Preconditions: every window (plus one for y) is in range.
 template <typename Tok, typename Out>
 FASTLOADER_INLINE void gather_rows_body(const Tok* tok, const int64_t* starts, int64_t r_begin,
                                         int64_t r_end, int64_t T, Out* x, Out* y) {
-    // Windows start at random places, so each row's first cache lines would miss; while row r
-    // is copied, the head (up to 4 KB) of row r+1's window is prefetched (one row ahead measured
-    // best: ~30% off a B=64, T=1024 batch; further ahead evicts lines before they are used).
-    const int64_t prefetch_bytes =
-        std::min<int64_t>((T + 1) * static_cast<int64_t>(sizeof(Tok)), 4096);
-    for (int64_t r = r_begin; r < r_end; ++r) {
-        const Tok* src = tok + starts[r];
-        if (r + 1 < r_end) prefetch(tok + starts[r + 1], prefetch_bytes);
-        copy_tokens(src, x + r * T, T);
-        if (y != nullptr) copy_tokens(src + 1, y + r * T, T);
+    if constexpr (std::is_same_v<Tok, Out>) {
+        for (int64_t r = r_begin; r < r_end; ++r) {
+            const Tok* src = tok + starts[r];
+            copy_tokens(src, x + r * T, T);
+            if (y != nullptr) copy_tokens(src + 1, y + r * T, T);
+        }
+    } else {
+        // Widening copy. Windows start at random places in a large file, and a widening loop
+        // issues 4 stores per load, which keeps few cache misses in flight; so ~32 KB of windows
+        // (L1-sized) are first staged with memcpy, whose wide loads overlap the misses, and
+        // then widened from cache: ~20% faster on B=64, T=1024 (software prefetch did nothing).
+        const int64_t w = T + 1;
+        const int64_t chunk = std::max<int64_t>(
+            1, (int64_t{32} << 10) / (w * static_cast<int64_t>(sizeof(Tok))));
+        std::vector<Tok> stage(static_cast<size_t>(chunk * w));
+        for (int64_t r0 = r_begin; r0 < r_end; r0 += chunk) {
+            const int64_t r1 = std::min(r_end, r0 + chunk);
+            for (int64_t r = r0; r < r1; ++r) {
+                const int64_t len = (y != nullptr) ? w : T;
+                std::memcpy(stage.data() + (r - r0) * w, tok + starts[r],
+                            static_cast<size_t>(len) * sizeof(Tok));
+            }
+            for (int64_t r = r0; r < r1; ++r) {
+                const Tok* src = stage.data() + (r - r0) * w;
+                copy_tokens(src, x + r * T, T);
+                if (y != nullptr) copy_tokens(src + 1, y + r * T, T);
+            }
+        }
     }
 }
 

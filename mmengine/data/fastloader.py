@@ -32,6 +32,8 @@ def _check_tokens(tokens) -> np.ndarray:
 
 def _int64_array(values, name: str) -> np.ndarray:
     """Small index arguments (separator, starts, offsets, ids) may be lists or any int dtype."""
+    if type(values) is np.ndarray and values.dtype == np.int64 and values.ndim == 1 and values.flags.c_contiguous:
+        return values  # the per-batch fast path: already what the extension takes
     arr = np.asarray(values)
     if arr.size and arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
@@ -40,7 +42,13 @@ def _int64_array(values, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
 
 
+_DTYPE_NAMES = {np.int64: "int64", np.int32: "int32", np.uint16: "uint16"}
+
+
 def _dtype_name(dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is not None:
+        return name
     try:
         return np.dtype(dtype).name
     except TypeError as exc:
