@@ -93,7 +93,9 @@ def kernel_specs() -> list[KernelSpec]:
             ptype = {"Q": dt, "K": dt, "V": dt, "O": dt, "DO": dt, "DK": dt, "DV": dt, "DQ": dt,
                      "COS": "fp32", "SIN": "fp32", "LENGTHS": "i32", "LSE": "fp32", "DELTA": "fp32"}
             third = "o" if kernel == "fwd" else "do"
+            outs = {"fwd": (), "dkdv": ("dk", "dv"), "dq": ("dq",)}[kernel]
             strides = [f"stride_{t}{d}" for t in ("q", "k", "v", third) for d in ("b", "h", "t")] + ["stride_ct"]
+            strides += [f"stride_{t}{d}" for t in outs for d in ("b", "h", "t")]
             sig = [(p, "*" + ptype[p]) for p in ptrs] + [("sm_scale", "fp32")]
             sig += [(s, "i32") for s in strides] + [("H", "i32"), ("T", "i32")]
             consts = dict(HEAD_DIM=head_dim, HALF_PAD=max(16, head_dim // 2), BLOCK_M=block_m, BLOCK_N=block_n,
@@ -105,11 +107,12 @@ def kernel_specs() -> list[KernelSpec]:
             ))
     for head_dim in rope_attention.SUPPORTED_HEAD_DIMS:
         consts = dict(HEAD_DIM=head_dim, BLOCK_M=rope_attention.PREPROCESS_BLOCK_M)
-        sig = [("O", "*fp16"), ("DO", "*fp16"), ("DELTA", "*fp32"), ("n_rows", "i32")]
-        sig += [(c, "constexpr") for c in consts]
+        strides = [f"stride_{t}{d}" for t in ("o", "do") for d in ("b", "h", "t")]
+        sig = [("O", "*fp16"), ("DO", "*fp16"), ("DELTA", "*fp32")] + [(st, "i32") for st in strides]
+        sig += [("H", "i32"), ("T", "i32")] + [(c, "constexpr") for c in consts]
         specs.append(KernelSpec("rope_attention", "_attn_bwd_preprocess",
                                 f"fp16 D={head_dim} BM={consts['BLOCK_M']} w=4",
-                                tuple(sig), tuple(consts.items()), 4, 1, ("O", "DO", "DELTA")))
+                                tuple(sig), tuple(consts.items()), 4, 1, ("O", "DO", "DELTA", *strides)))
     for block_r, block_c, warps in cross_entropy.all_ce_configs():
         for dt in ("bf16", "fp32"):
             consts = dict(BLOCK_R=block_r, BLOCK_C=block_c, HAS_WEIGHT=True, COMPUTE_GRAD=True, MEAN=True)

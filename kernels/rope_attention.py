@@ -173,16 +173,27 @@ def _attn_fwd(
 
 
 @triton.jit
-def _attn_bwd_preprocess(O, DO, DELTA, n_rows, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+def _attn_bwd_preprocess(
+    O, DO, DELTA,
+    stride_ob, stride_oh, stride_ot,
+    stride_dob, stride_doh, stride_dot,
+    H, T,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+):
     # delta_i = sum_d o_id * do_id = sum_j p_ij * dp_ij, the softmax-backward row term.
-    # O and DO are contiguous (B*H*T, D); rows of padded queries have o = 0, hence delta = 0.
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Rows of padded queries have o = 0, hence delta = 0. DELTA is (B*H, T).
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    mask = offs_m < n_rows
-    ptrs = offs_m[:, None] * HEAD_DIM + offs_d[None, :]
-    o = tl.load(O + ptrs, mask=mask[:, None], other=0.0).to(tl.float32)
-    do = tl.load(DO + ptrs, mask=mask[:, None], other=0.0).to(tl.float32)
-    tl.store(DELTA + offs_m, tl.sum(o * do, axis=1), mask=mask)
+    mask = offs_m < T
+    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+                mask=mask[:, None], other=0.0).to(tl.float32)
+    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+                 mask=mask[:, None], other=0.0).to(tl.float32)
+    tl.store(DELTA + pid_bh * T + offs_m, tl.sum(o * do, axis=1), mask=mask)
 
 
 @triton.jit
@@ -194,6 +205,8 @@ def _attn_bwd_dkdv(
     stride_vb, stride_vh, stride_vt,
     stride_dob, stride_doh, stride_dot,
     stride_ct,
+    stride_dkb, stride_dkh, stride_dkt,
+    stride_dvb, stride_dvh, stride_dvt,
     H, T,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -201,7 +214,6 @@ def _attn_bwd_dkdv(
 ):
     # One program = BLOCK_N keys of one (b, h); loops over the query blocks that can see them.
     # dv = P^T @ do,  dk_rot = sm_scale * dS^T @ q_rot,  dS = P * (dP - delta),  dP = do @ v^T.
-    # DK/DV share K's strides (allocated like k); DO shares one stride set with O.
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -213,8 +225,8 @@ def _attn_bwd_dkdv(
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
     DO += b * stride_dob + h * stride_doh
-    DK += b * stride_kb + h * stride_kh
-    DV += b * stride_vb + h * stride_vh
+    DK += b * stride_dkb + h * stride_dkh
+    DV += b * stride_dvb + h * stride_dvh
     LSE += pid_bh * T
     DELTA += pid_bh * T
 
@@ -262,8 +274,8 @@ def _attn_bwd_dkdv(
         dk1 = tl.dot(dsT, q1, dk1)
         dk2 = tl.dot(dsT, q2, dk2)
 
-    _store_unrotated(DK, dk1, dk2, offs_n, offs_h, in_seq, stride_kt, COS, SIN, stride_ct, sm_scale, HALF)
-    tl.store(DV + offs_n[:, None] * stride_vt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=in_seq[:, None])
+    _store_unrotated(DK, dk1, dk2, offs_n, offs_h, in_seq, stride_dkt, COS, SIN, stride_ct, sm_scale, HALF)
+    tl.store(DV + offs_n[:, None] * stride_dvt + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=in_seq[:, None])
 
 
 @triton.jit
@@ -275,13 +287,14 @@ def _attn_bwd_dq(
     stride_vb, stride_vh, stride_vt,
     stride_dob, stride_doh, stride_dot,
     stride_ct,
+    stride_dqb, stride_dqh, stride_dqt,
     H, T,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr,
 ):
     # One program = BLOCK_M query rows of one (b, h); loops over the key blocks they see.
-    # dq_rot = sm_scale * dS @ k_rot. DQ shares Q's strides (allocated like q).
+    # dq_rot = sm_scale * dS @ k_rot.
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -293,7 +306,7 @@ def _attn_bwd_dq(
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
     DO += b * stride_dob + h * stride_doh
-    DQ += b * stride_qb + h * stride_qh
+    DQ += b * stride_dqb + h * stride_dqh
     LSE += pid_bh * T
     DELTA += pid_bh * T
 
@@ -336,7 +349,7 @@ def _attn_bwd_dq(
         dq1 = tl.dot(ds, k1, dq1)
         dq2 = tl.dot(ds, k2, dq2)
 
-    _store_unrotated(DQ, dq1, dq2, offs_m, offs_h, in_seq, stride_qt, COS, SIN, stride_ct, sm_scale, HALF)
+    _store_unrotated(DQ, dq1, dq2, offs_m, offs_h, in_seq, stride_dqt, COS, SIN, stride_ct, sm_scale, HALF)
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,7 +433,9 @@ def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     cos, sin = cos.contiguous(), sin.contiguous()
     len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous() if lengths is not None else None
-    o = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
+    # o laid out as (B, T, H, D) and viewed as (B, H, T, D): a model's transpose back to
+    # (B, T, H*D) is then a free view instead of a copy.
+    o = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device).transpose(1, 2)
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
     block_m, block_n, warps, stages = attention_config("fwd", D, q.element_size())
     grid = (triton.cdiv(T, block_m), B * H)
@@ -441,24 +456,27 @@ def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_
 
 
 def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, lengths=None, sm_scale=None):
-    """Launch the three backward kernels. Returns (dq, dk, dv), each shaped and strided like q, k, v."""
+    """Launch the three backward kernels. Returns (dq, dk, dv), shaped like q, k, v."""
     B, H, T, D = q.shape
     sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     cos, sin = cos.contiguous(), sin.contiguous()
-    do = do.contiguous()  # (B, H, T, D), same layout as o, which the forward allocated contiguous
+    do = _last_dim_contiguous(do)
     len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous() if lengths is not None else None
     len_arg = len32 if len32 is not None else q
 
     delta = torch.empty_like(lse)  # (B, H, T) fp32
-    n_rows = B * H * T
-    _attn_bwd_preprocess[(triton.cdiv(n_rows, PREPROCESS_BLOCK_M),)](
-        o, do, delta, n_rows, HEAD_DIM=D, BLOCK_M=PREPROCESS_BLOCK_M
+    _attn_bwd_preprocess[(triton.cdiv(T, PREPROCESS_BLOCK_M), B * H)](
+        o, do, delta,
+        o.stride(0), o.stride(1), o.stride(2),
+        do.stride(0), do.stride(1), do.stride(2),
+        H, T,
+        HEAD_DIM=D, BLOCK_M=PREPROCESS_BLOCK_M,
     )
 
-    # dk/dk share k's strides and dq q's: allocate them with the same layout.
+    # Gradients take their inputs' layout where it is dense (else contiguous); the kernels get
+    # their own strides, so any layout works.
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    assert dq.stride() == q.stride() and dk.stride() == k.stride() and dv.stride() == v.stride()
     common = (
         sm_scale,
         q.stride(0), q.stride(1), q.stride(2),
@@ -466,18 +484,22 @@ def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, leng
         v.stride(0), v.stride(1), v.stride(2),
         do.stride(0), do.stride(1), do.stride(2),
         cos.stride(0),
-        H, T,
     )
     flags = dict(HEAD_DIM=D, HALF_PAD=_half_pad(D), CAUSAL=bool(causal), HAS_LENGTHS=lengths is not None)
 
     block_m, block_n, warps, stages = attention_config("dkdv", D, q.element_size())
     _attn_bwd_dkdv[(triton.cdiv(T, block_n), B * H)](
         q, k, v, cos, sin, len_arg, do, lse, delta, dk, dv, *common,
+        dk.stride(0), dk.stride(1), dk.stride(2),
+        dv.stride(0), dv.stride(1), dv.stride(2),
+        H, T,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **flags,
     )
     block_m, block_n, warps, stages = attention_config("dq", D, q.element_size())
     _attn_bwd_dq[(triton.cdiv(T, block_m), B * H)](
         q, k, v, cos, sin, len_arg, do, lse, delta, dq, *common,
+        dq.stride(0), dq.stride(1), dq.stride(2),
+        H, T,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **flags,
     )
     return dq, dk, dv

@@ -28,7 +28,12 @@ def assert_close(actual, expected, dtype, what):
 def run_case(B, H, T, D, causal, lengths, dtype, *, sm_scale=None, layout="bhtd", seed=0):
     gen = torch.Generator().manual_seed(seed)
 
+    fused = torch.randn(B, T, 3 * H * D, generator=gen).to(dtype).requires_grad_() if layout == "split" else None
+    parts = iter(fused.split(H * D, dim=2)) if fused is not None else None
+
     def make():
+        if layout == "split":  # c_attn(x).split(...).view(B, T, H, D).transpose(1, 2): not dense
+            return next(parts).view(B, T, H, D).transpose(1, 2)
         if layout == "bthd":  # the model's view: (B, T, H, D) transposed, so T is not the second-last stride
             return torch.randn(B, T, H, D, generator=gen).to(dtype).transpose(1, 2).requires_grad_()
         return torch.randn(B, H, T, D, generator=gen).to(dtype).requires_grad_()
@@ -82,6 +87,11 @@ def test_matches_reference(B, H, T, D, causal, lengths, dtype):
 def test_strided_inputs_and_custom_scale():
     # (B, T, H, D) tensors viewed as (B, H, T, D), as a model produces them, and a non-default scale.
     run_case(2, 3, 33, 64, False, [33, 20], torch.float32, sm_scale=0.3, layout="bthd")
+
+
+def test_non_dense_views_of_a_fused_projection():
+    # q, k, v sliced out of one (B, T, 3*H*D) tensor, as a model's fused c_attn gives them.
+    run_case(2, 2, 19, 32, True, None, torch.float32, layout="split")
 
 
 def test_padding_gets_exact_zeros():
