@@ -395,6 +395,44 @@ class Trainer:
         logger.warning("loss became %s at iteration %d: rolled back to the weights of iteration %d and skipping the batch",
                        loss, it, int(ckpt.get("iter_num", 0)))
 
+    def forward_backward(self, it: int, stream: "BatchStream") -> float:
+        """Forward and backward over the step's micro-batches; returns the step's loss (not yet applied)."""
+        accum = self.cfg.train.gradient_accumulation_steps
+        # dropout masks are a function of (seed, rank, step) too
+        torch.manual_seed(_seed_for(self.cfg.run.seed, self.info.rank, it, STREAM_DROPOUT))
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            batch = next(stream)
+            # DDP: gradients are all-reduced on the last micro-batch only
+            sync = not self.info.enabled or micro == accum - 1
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            with ctx, self.autocast():
+                _, loss = self.mode.loss(self.model, batch)
+                loss = loss / accum
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            loss_sum += loss.detach()
+        return float(loss_sum)
+
+    def optimizer_step(self) -> None:
+        """Clip, step (through the GradScaler when there is one), clear the gradients."""
+        if self.cfg.train.grad_clip > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.cfg.train.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def batch_stream(self) -> "BatchStream":
+        """The training batches from the current (or resumed) position."""
+        return BatchStream(self.mode, self.cfg, self.info, self._data_state, self.mode.batch_state())
+
     def run(self) -> TrainResult:
         cfg, info = self.cfg, self.info
         tcfg = cfg.train
@@ -413,14 +451,15 @@ class Trainer:
             if self.ckpt is not None:
                 logger.info("resumed from %s at iteration %d", self.out_dir / "ckpt.pt", self.iter_num)
         peak = measure_matmul_flops(self.device, torch.bfloat16 if self.dtype_name == "bfloat16" and self.device_type == "cuda" else None)
+        if self.main:
+            logger.info("MFU below is relative to this machine's measured matmul rate: %.1f GFLOP/s (%s)", peak / 1e9, self.dtype_name)
         val_batches = [(g, to_device(b, self.device)) for g, b in self.mode.val_batches()]
-        stream = BatchStream(self.mode, cfg, info, self._data_state, self.mode.batch_state())
+        stream = self.batch_stream()
         accum = tcfg.gradient_accumulation_steps
         tokens_per_iter = accum * cfg.data.batch_size * cfg.data.block_size * info.world_size
         unfreeze_at = cfg.transfer.unfreeze_at_iteration
         t_log = time.perf_counter()
         iters_since_log = 0
-        last_loss = math.nan
         try:
             with _StopRequest() as stop:
                 self.raw_model.train()
@@ -429,22 +468,7 @@ class Trainer:
                     if unfreeze_at >= 0 and it >= unfreeze_at and self.unfrozen_at is None and self._frozen():
                         self._unfreeze(it, rlog)
                     lr = self._apply_lr(it)
-                    # dropout masks are a function of (seed, rank, step) too
-                    torch.manual_seed(_seed_for(cfg.run.seed, info.rank, it, STREAM_DROPOUT))
-                    loss_sum = torch.zeros((), device=self.device)
-                    for micro in range(accum):
-                        batch = next(stream)
-                        sync = not info.enabled or micro == accum - 1
-                        ctx = contextlib.nullcontext() if sync else self.model.no_sync()
-                        with ctx, self.autocast():
-                            _, loss = self.mode.loss(self.model, batch)
-                            loss = loss / accum
-                        if self.scaler is not None:
-                            self.scaler.scale(loss).backward()
-                        else:
-                            loss.backward()
-                        loss_sum += loss.detach()
-                    loss_val = float(loss_sum)
+                    loss_val = self.forward_backward(it, stream)
                     # one collective per step: every rank sees a NaN or a stop request of any rank
                     non_finite, stop_requested = D.any_true([not math.isfinite(loss_val), stop.signal is not None], info)
                     if non_finite:
@@ -455,19 +479,9 @@ class Trainer:
                             continue
                         raise TrainingError(f"loss became {loss_val if not math.isfinite(loss_val) else 'non-finite on another rank'} at iteration {it + 1}; lower optim.learning_rate, "
                                             "check the data, or set run.nan_policy='rollback'.")
-                    if tcfg.grad_clip > 0:
-                        if self.scaler is not None:
-                            self.scaler.unscale_(self.optimizer)
-                        torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), tcfg.grad_clip)
-                    if self.scaler is not None:
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                    self.optimizer_step()
                     self.iter_num += 1
                     iters_since_log += 1
-                    last_loss = loss_val
                     if self.main:
                         result.train_losses[self.iter_num] = loss_val
                     rlog.progress(1, loss=f"{loss_val:.4f}")
@@ -507,7 +521,6 @@ class Trainer:
         result.checkpoint = self.out_dir / "ckpt.pt"
         if self.main:
             result.val = [r for r in rlog.records if r.get("split") == "val"]
-        del last_loss
         return result
 
     def _eval_and_save(self, val_batches, stream: BatchStream, rlog: RunLogger, result: TrainResult, lr: float) -> BatchStream:

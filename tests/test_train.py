@@ -1,7 +1,6 @@
 """The training loop: each mode learns on tiny settings, resume is exact, NaN and signals are handled."""
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
