@@ -161,15 +161,16 @@ def cross_entropy_forward(logits, targets, weight=None, *, ignore_index=-1, redu
     loss_rows = torch.empty(N, dtype=torch.float32, device=logits.device)
     grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if compute_grad else None
     block_r, block_c, warps = ce_config(C)
-    _weighted_ce_kernel[(triton.cdiv(N, block_r),)](
-        logits, targets, w if w is not None else loss_rows, denom if denom is not None else loss_rows,
-        loss_rows, grad if grad is not None else logits,
-        logits.stride(0), grad.stride(0) if grad is not None else 0,
-        N, C, ignore_index,
-        BLOCK_R=block_r, BLOCK_C=block_c,
-        HAS_WEIGHT=w is not None, COMPUTE_GRAD=compute_grad, MEAN=mean,
-        num_warps=warps,
-    )
+    if N > 0:  # Triton rejects empty grids; the reductions below give F.cross_entropy's empty results
+        _weighted_ce_kernel[(triton.cdiv(N, block_r),)](
+            logits, targets, w if w is not None else loss_rows, denom if denom is not None else loss_rows,
+            loss_rows, grad if grad is not None else logits,
+            logits.stride(0), grad.stride(0) if grad is not None else 0,
+            N, C, ignore_index,
+            BLOCK_R=block_r, BLOCK_C=block_c,
+            HAS_WEIGHT=w is not None, COMPUTE_GRAD=compute_grad, MEAN=mean,
+            num_warps=warps,
+        )
     if reduction == "none":
         loss = loss_rows
     elif mean:

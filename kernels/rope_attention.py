@@ -437,6 +437,8 @@ def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_
     # (B, T, H*D) is then a free view instead of a copy.
     o = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device).transpose(1, 2)
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
+    if o.numel() == 0:  # nothing to launch (Triton rejects empty grids)
+        return o, lse
     block_m, block_n, warps, stages = attention_config("fwd", D, q.element_size())
     grid = (triton.cdiv(T, block_m), B * H)
     _attn_fwd[grid](
@@ -458,6 +460,8 @@ def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_
 def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, lengths=None, sm_scale=None):
     """Launch the three backward kernels. Returns (dq, dk, dv), shaped like q, k, v."""
     B, H, T, D = q.shape
+    if q.numel() == 0:
+        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
     cos, sin = cos.contiguous(), sin.contiguous()

@@ -122,3 +122,11 @@ def test_rejects_unsupported_inputs(shape, cos_shape, match):
     x = torch.randn(*shape)
     with pytest.raises(ValueError, match=match):
         rope_attention(x, x, x, torch.ones(cos_shape), torch.zeros(cos_shape))
+
+
+def test_empty_sequence():
+    q = torch.zeros(2, 1, 0, 16, requires_grad=True)
+    o = rope_attention(q, q, q, torch.zeros(0, 16), torch.zeros(0, 16))
+    assert o.shape == (2, 1, 0, 16)
+    (g,) = torch.autograd.grad(o.sum(), q)
+    assert g.shape == q.shape

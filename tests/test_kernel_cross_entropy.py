@@ -137,3 +137,12 @@ def test_bad_inputs():
         class_weighted_cross_entropy(logits, torch.tensor([0, 1, 2, -1]), torch.ones(4))
     with pytest.raises(ValueError, match="targets"):
         class_weighted_cross_entropy(logits, torch.tensor([0.0, 1.0, 2.0, 1.0]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch(reduction):
+    logits = torch.zeros(0, 4, requires_grad=True)
+    targets = torch.zeros(0, dtype=torch.long)
+    loss = class_weighted_cross_entropy(logits, targets, reduction=reduction)
+    ref = F.cross_entropy(logits, targets, reduction=reduction)
+    torch.testing.assert_close(loss, ref, equal_nan=True)
