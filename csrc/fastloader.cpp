@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <new>
@@ -202,7 +203,12 @@ py::array_t<int64_t> paragraph_starts_impl(const py::array& tokens_arr, const In
     const int64_t p_end = n - block_size + 1;   // one past the last p whose window fits
     const int64_t span = std::max<int64_t>(0, p_end - p_begin);
     const int n_threads = resolve_threads(threads, span, kScanParallelMin, span);
-    std::vector<std::vector<int64_t>> found(n_threads);
+    // Capacity hint: one start per 64 tokens covers prose (a paragraph is ~100+ tokens) without
+    // regrowth; the unused tail is never touched, so it costs address space, not memory.
+    const size_t hint = static_cast<size_t>(std::min<int64_t>(span / n_threads / 64, int64_t{1} << 22));
+    std::vector<fastloader::Positions> found;
+    found.reserve(n_threads);
+    for (int c = 0; c < n_threads; ++c) found.emplace_back(hint);
     {
         py::gil_scoped_release release;
         fastloader::parallel_chunks(span, n_threads, [&](int64_t b, int64_t e, int c) {
@@ -211,14 +217,14 @@ py::array_t<int64_t> paragraph_starts_impl(const py::array& tokens_arr, const In
         });
     }
     int64_t total = 1;  // position 0
-    for (const auto& f : found) total += static_cast<int64_t>(f.size());
+    for (const auto& f : found) total += static_cast<int64_t>(f.size);
     py::array_t<int64_t> out(total);
     int64_t* dst = out.mutable_data();
     dst[0] = 0;
     int64_t at = 1;
     for (const auto& f : found) {
-        std::copy(f.begin(), f.end(), dst + at);
-        at += static_cast<int64_t>(f.size());
+        if (f.size) std::memcpy(dst + at, f.data.get(), f.size * sizeof(int64_t));
+        at += static_cast<int64_t>(f.size);
     }
     return out;
 }
