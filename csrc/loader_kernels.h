@@ -59,6 +59,29 @@ void parallel_chunks(int64_t n, int threads, Fn&& fn) {
         if (err) std::rethrow_exception(err);
 }
 
+// Growable int64 output with uninitialised slack (std::vector would zero-fill every growth),
+// so the scan can store a candidate before knowing whether it counts. The hot loop copies
+// (data, size) into locals and writes them back (`size` set directly), so that its stores
+// cannot alias the bookkeeping.
+struct Positions {
+    explicit Positions(size_t capacity_hint = 0) { grow(std::max<size_t>(capacity_hint, 64)); }
+    // Makes room for `n` more entries after the first `used`; returns the (maybe moved) data.
+    int64_t* room(size_t used, size_t n) {
+        if (used + n > cap) grow(std::max(cap * 2, used + n), used);
+        return data.get();
+    }
+    std::unique_ptr<int64_t[]> data;
+    size_t size = 0, cap = 0;
+
+   private:
+    void grow(size_t new_cap, size_t used = 0) {
+        std::unique_ptr<int64_t[]> bigger(new int64_t[new_cap]);
+        if (used) std::memcpy(bigger.get(), data.get(), used * sizeof(int64_t));
+        data = std::move(bigger);
+        cap = new_cap;
+    }
+};
+
 // Paragraph scan.
 //
 // Appends to `out`, in increasing order, every p in [p_begin, p_end) such that
