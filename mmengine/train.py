@@ -110,6 +110,13 @@ class BatchStream:
             self._prefetcher = None
 
 
+def _check_sampler_state(mode: ModeSpec, cfg: Config, info: D.DistInfo, state: dict) -> None:
+    from mmengine.data.sampler import EpochSampler
+
+    EpochSampler(mode.num_items("train"), seed=cfg.run.seed, rank=info.rank,
+                 world_size=info.world_size).load_state_dict(state["sampler"])
+
+
 def to_device(batch: dict, device: str) -> dict:
     out = {}
     for k, v in batch.items():
@@ -240,7 +247,14 @@ class Trainer:
         self.rollbacks = 0
         data_state = None
         if self.ckpt is not None:
-            data_state = self._restore(self.ckpt)
+            try:
+                data_state = self._restore(self.ckpt)
+                if data_state is not None:
+                    # a state from other data or another batch size fails here, not mid-run
+                    _check_sampler_state(self.mode, cfg, self.info, data_state)
+            except (ValueError, KeyError, TypeError) as e:
+                raise UserError(f"cannot resume from {self.out_dir / 'ckpt.pt'}: {str(e).rstrip('.')} "
+                                "(resume with the configuration the run was started with).") from None
         self.lr_of = schedule_from_config(cfg.optim, cfg.train.max_iters)
         self._data_state = data_state
         self.model = self._wrap(self.raw_model)

@@ -243,3 +243,29 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     assert ck["iter_num"] >= 3
     res = run(data_dir, out, f"--train.max_iters={ck['iter_num'] + 2}", "--train.eval_interval=100000", "--run.init_from=resume")
     assert sorted(res.train_losses) == [ck["iter_num"] + 1, ck["iter_num"] + 2]
+
+
+def test_resume_with_a_different_setup_is_one_clear_error(data_dir, tmp_path):
+    from mmengine.config import UserError
+
+    run(data_dir, tmp_path, "--train.max_iters=2", "--train.eval_interval=2")
+    with pytest.raises(UserError, match="cannot resume"):
+        run(data_dir, tmp_path, "--train.max_iters=4", "--run.init_from=resume",
+            "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, {type=\"random\", max_masked_ratio=0.9}]")
+    with pytest.raises(UserError, match="cannot resume"):
+        run(data_dir, tmp_path, "--train.max_iters=4", "--run.init_from=resume", "--data.batch_size=3",
+            "--data.use_paragraph_boundaries=true")
+
+
+def test_optional_outputs_and_cpu_bfloat16(data_dir, tmp_path, caplog):
+    """Plots/TensorBoard/wandb switched on: written when installed, one warning each when not."""
+    res = run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--run.dtype=bfloat16",
+              "--log.plots=true", "--log.tensorboard=true", "--log.wandb=true")
+    assert res.iter_num == 3 and all(math.isfinite(v) for v in res.train_losses.values())
+    for module, output in (("matplotlib", "curves.png"), ("tensorboard", "tensorboard"), ("wandb", "wandb")):
+        try:
+            __import__(module)
+        except ImportError:
+            assert any(module in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records)
+        else:
+            assert (tmp_path / output).exists()
