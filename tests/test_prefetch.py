@@ -118,3 +118,13 @@ def test_runs_in_background_thread():
 def test_bad_depth():
     with pytest.raises(ValueError, match="depth"):
         Prefetcher(lambda: {}, depth=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_delivery_is_pinned_and_on_device():
+    produce, _ = counter_producer(limit=3)
+    with Prefetcher(produce, device="cuda") as pf:
+        batches = list(pf)
+    torch.cuda.synchronize()
+    assert [int(b["x"][0, 0]) for b in batches] == [0, 1, 2]
+    assert all(b["x"].is_cuda and b["y"].is_cuda for b in batches)
