@@ -18,6 +18,7 @@ def cmake_build(build_dir: Path, *extra: str) -> Path:
     for tool in ("cmake", "ninja"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (pip install cmake ninja)")
+    pytest.importorskip("pybind11", reason="pybind11 is not installed here (CMake finds it via python -m pybind11)")
     configure = [
         "cmake", "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja",
         f"-DPython_EXECUTABLE={sys.executable}", *extra,
