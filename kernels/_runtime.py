@@ -54,7 +54,3 @@ def check_runnable(op: str, *tensors, interpret: bool) -> None:
             f"{op} is a Triton GPU kernel and got {device} tensors: move them to CUDA, use the eager "
             f"reference ({op}_reference), or set TRITON_INTERPRET=1 before triton is imported to run it slowly on CPU."
         )
-
-
-def next_power_of_2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._runtime import check_runnable, interpreting, next_power_of_2
+from ._runtime import check_runnable, interpreting
 from .reference import resolve_class_weight
 
 _INTERPRET = interpreting()

@@ -41,7 +41,6 @@ from ._runtime import check_runnable, interpreting
 _INTERPRET = interpreting()
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
-_LOG2E = 1.4426950408889634
 
 
 # --------------------------------------------------------------------------------------------
