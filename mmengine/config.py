@@ -178,7 +178,8 @@ class LogConfig:
     wandb: bool = _f(False, "Log to Weights & Biases in offline mode (needs wandb; sync later with `wandb sync`).")
     wandb_project: str = _f("mmengine", "wandb project name.")
     sample_tokens: int = _f(200, "Language models: length of the sample generated at the end of the run (0 = none).")
-    sample_steps: int = _f(16, "Unmasking steps used for that sample.")
+    sample_steps: int = _f(32, "Unmasking steps per chunk of that sample (a chunk is half a block of new tokens).")
+    sample_temperature: float = _f(0.8, "Softmax temperature of that sample (lower: safer, more repetitive).")
     save_best: bool = _f(True, "Keep out_dir/best.pt, the checkpoint with the lowest validation loss.")
 
 
@@ -426,7 +427,8 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
             raise ConfigError(f"{key} must be at least 1, got {value}.")
     for key, value in {"optim.warmup_iters": o.warmup_iters, "optim.lr_decay_iters": o.lr_decay_iters,
                        "data.prefetch_depth": d.prefetch_depth, "train.grad_clip": t.grad_clip,
-                       "log.sample_tokens": cfg.log.sample_tokens, "run.max_rollbacks": r.max_rollbacks}.items():
+                       "log.sample_tokens": cfg.log.sample_tokens, "run.max_rollbacks": r.max_rollbacks,
+                       "log.sample_temperature": cfg.log.sample_temperature}.items():
         if value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}.")
     if m.n_embd % m.n_head:

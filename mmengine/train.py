@@ -14,6 +14,7 @@ dropout), so a run resumed from ``ckpt.pt`` reproduces the uninterrupted run's l
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -213,6 +214,12 @@ class _StopRequest:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def _peak_flops(device: str, dtype_name: str) -> float:
+    """The measured matmul rate MFU is reported against (measured once per process)."""
+    return measure_matmul_flops(device, getattr(torch, dtype_name))
 
 
 def _seed_for(*key: int) -> int:
@@ -464,7 +471,7 @@ class Trainer:
             self.raw_model.print_parameter_status()
             if self.ckpt is not None:
                 logger.info("resumed from %s at iteration %d", self.out_dir / "ckpt.pt", self.iter_num)
-        peak = measure_matmul_flops(self.device, torch.bfloat16 if self.dtype_name == "bfloat16" and self.device_type == "cuda" else None)
+        peak = _peak_flops(self.device, "bfloat16" if self.dtype_name == "bfloat16" and self.device_type == "cuda" else "float32")
         if self.main:
             logger.info("MFU below is relative to this machine's measured matmul rate: %.1f GFLOP/s (%s)", peak / 1e9, self.dtype_name)
         val_batches = [(g, to_device(b, self.device)) for g, b in self.mode.val_batches()]
@@ -581,7 +588,8 @@ def train(cfg: Config) -> TrainResult:
             from mmengine.sample import sample_text
 
             result.sample = sample_text(trainer.raw_model, trainer.meta, trainer.data.tokenizer,
-                                        length=cfg.log.sample_tokens, steps=cfg.log.sample_steps, seed=cfg.run.seed)
+                                        length=cfg.log.sample_tokens, steps=max(1, cfg.log.sample_steps),
+                                        temperature=cfg.log.sample_temperature, seed=cfg.run.seed)
         return result
     finally:
         D.cleanup(trainer.info)
