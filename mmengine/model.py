@@ -261,10 +261,10 @@ class SelfAttention(nn.Module):
                 cos = torch.ones(T, C // self.n_head, device=x.device, dtype=q.dtype)
                 sin = torch.zeros_like(cos)
             else:
-                cos, sin = rope[0][:T].to(q.dtype), rope[1][:T].to(q.dtype)
-            # contiguous (B, nh, T, hs) copies: the kernel's backward allocates dq/dk/dv with
-            # q/k/v's strides, which the strided views of the fused c_attn output do not allow
-            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+                # kept in fp32: the kernel rotates in fp32, so narrowing cos/sin would only lose precision
+                cos, sin = rope[0][:T], rope[1][:T]
+            # q/k/v stay strided views of the fused c_attn output: the kernel takes any strides and
+            # gives its gradients their own layout, so no copies are made here
             y = _kernel("rope_attention")(q, k, v, cos, sin, causal=self.causal, lengths=lengths)
         else:
             if rope is not None:
