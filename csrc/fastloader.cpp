@@ -244,15 +244,17 @@ py::array_t<int64_t> paragraph_starts(const py::array& tokens, const Int64Array&
 // gather_windows
 //
 // x[r] = tokens[starts[r] : starts[r] + block_size] (and y[r] the same shifted by one when
-// shift). Every start is checked before anything is read; the copy then runs row by row, rows
-// split into contiguous per-thread ranges when the batch is large. A narrowing output
-// (uint32 tokens into int32 / uint16) is allowed only if every copied token fits.
+// shift). The starts are copied and checked with the GIL held, and the loops use that copy, so
+// another thread writing to `starts` meanwhile cannot turn a checked start into a bad read. The
+// copy then runs row by row, rows split into contiguous per-thread ranges when the batch is
+// large. A narrowing output (uint32 tokens into int32 / uint16) is allowed only if every copied
+// token fits.
 template <typename Tok, typename Out>
-py::object gather_windows_typed(const py::array& tokens_arr, const Int64Array& starts,
+py::object gather_windows_typed(const py::array& tokens_arr, const std::vector<int64_t>& starts,
                                 int64_t block_size, bool shift, int threads) {
     const Tok* tok = static_cast<const Tok*>(tokens_arr.data());
     const int64_t* st = starts.data();
-    const int64_t rows = starts.shape(0);
+    const int64_t rows = static_cast<int64_t>(starts.size());
     const int64_t width = block_size + (shift ? 1 : 0);
     if constexpr (sizeof(Tok) > sizeof(Out) ||
                   (sizeof(Tok) == sizeof(Out) && std::is_signed_v<Out>)) {
@@ -285,7 +287,7 @@ py::object gather_windows_typed(const py::array& tokens_arr, const Int64Array& s
 }
 
 template <typename Tok>
-py::object gather_windows_impl(const py::array& tokens, const Int64Array& starts,
+py::object gather_windows_impl(const py::array& tokens, const std::vector<int64_t>& starts,
                                int64_t block_size, bool shift, OutType out, int threads) {
     switch (out) {
         case OutType::I64:
@@ -306,7 +308,7 @@ py::object gather_windows(const py::array& tokens, const Int64Array& starts, int
     const int64_t n = tokens.shape(0);
     const int64_t width = block_size + (shift ? 1 : 0);
     const int64_t last_ok = n - width;  // largest valid start (negative: none is valid)
-    const int64_t* st = starts.data();
+    const std::vector<int64_t> st(starts.data(), starts.data() + starts.shape(0));
     for (int64_t r = 0; r < starts.shape(0); ++r) {
         if (st[r] < 0 || st[r] > last_ok)
             throw py::index_error("start " + std::to_string(st[r]) + " (starts[" +
@@ -315,8 +317,8 @@ py::object gather_windows(const py::array& tokens, const Int64Array& starts, int
                                   std::to_string(n) + " tokens");
     }
     if (type == TokenType::U16)
-        return gather_windows_impl<uint16_t>(tokens, starts, block_size, shift, out, threads);
-    return gather_windows_impl<uint32_t>(tokens, starts, block_size, shift, out, threads);
+        return gather_windows_impl<uint16_t>(tokens, st, block_size, shift, out, threads);
+    return gather_windows_impl<uint32_t>(tokens, st, block_size, shift, out, threads);
 }
 
 // --------------------------------------------------------------------------------------------
@@ -324,11 +326,16 @@ py::object gather_windows(const py::array& tokens, const Int64Array& starts, int
 //
 // Row r = [cls_id, the first min(len(doc), block_size - 1) tokens of document doc_ids[r],
 // pad_id ...], lengths[r] = 1 + the number of document tokens copied. Offsets are validated in
-// full (O(n_docs), sequential) and ids one by one before any token is read.
+// full (O(n_docs), sequential) and ids one by one, with the GIL held, into a private list of
+// (first token, count) per row that the loop then reads (see gather_windows on why a copy).
+struct DocRows {
+    std::vector<int64_t> begin, count;
+};
+
 template <typename Tok, typename Out>
-py::tuple gather_documents_typed(const py::array& tokens_arr, const Int64Array& offsets,
-                                 const Int64Array& ids, int64_t block_size, int64_t cls_id,
-                                 int64_t pad_id) {
+py::tuple gather_documents_typed(const py::array& tokens_arr, const DocRows& docs,
+                                 const std::vector<int64_t>& ids, int64_t block_size,
+                                 int64_t cls_id, int64_t pad_id) {
     for (const int64_t v : {cls_id, pad_id}) {
         if (v < static_cast<int64_t>(std::numeric_limits<Out>::min()) ||
             v > static_cast<int64_t>(std::numeric_limits<Out>::max()))
@@ -336,18 +343,14 @@ py::tuple gather_documents_typed(const py::array& tokens_arr, const Int64Array& 
                                   " does not fit in the requested output dtype");
     }
     const Tok* tok = static_cast<const Tok*>(tokens_arr.data());
-    const int64_t* off = offsets.data();
-    const int64_t* id = ids.data();
-    const int64_t rows = ids.shape(0);
+    const int64_t rows = static_cast<int64_t>(ids.size());
     if constexpr (sizeof(Tok) > sizeof(Out) ||
                   (sizeof(Tok) == sizeof(Out) && std::is_signed_v<Out>)) {
         for (int64_t r = 0; r < rows; ++r) {
-            const int64_t len = std::min(off[id[r] + 1] - off[id[r]], block_size - 1);
-            const int64_t s = off[id[r]];
-            const Tok m = fastloader::max_in_windows(tok, &s, 1, len);
+            const Tok m = fastloader::max_in_windows(tok, &docs.begin[r], 1, docs.count[r]);
             if (static_cast<uint64_t>(m) > static_cast<uint64_t>(std::numeric_limits<Out>::max()))
                 throw py::value_error("token id " + std::to_string(m) + " in document " +
-                                      std::to_string(id[r]) +
+                                      std::to_string(ids[r]) +
                                       " does not fit in the requested output dtype");
         }
     }
@@ -357,25 +360,25 @@ py::tuple gather_documents_typed(const py::array& tokens_arr, const Int64Array& 
     int64_t* lp = lengths.mutable_data();
     {
         py::gil_scoped_release release;
-        fastloader::gather_docs(tok, off, id, rows, block_size, static_cast<Out>(cls_id),
-                                static_cast<Out>(pad_id), xp, lp);
+        fastloader::gather_docs(tok, docs.begin.data(), docs.count.data(), rows, block_size,
+                                static_cast<Out>(cls_id), static_cast<Out>(pad_id), xp, lp);
     }
     return py::make_tuple(x, lengths);
 }
 
 template <typename Tok>
-py::tuple gather_documents_impl(const py::array& tokens, const Int64Array& offsets,
-                                const Int64Array& ids, int64_t block_size, int64_t cls_id,
-                                int64_t pad_id, OutType out) {
+py::tuple gather_documents_impl(const py::array& tokens, const DocRows& docs,
+                                const std::vector<int64_t>& ids, int64_t block_size,
+                                int64_t cls_id, int64_t pad_id, OutType out) {
     switch (out) {
         case OutType::I64:
-            return gather_documents_typed<Tok, int64_t>(tokens, offsets, ids, block_size, cls_id,
+            return gather_documents_typed<Tok, int64_t>(tokens, docs, ids, block_size, cls_id,
                                                         pad_id);
         case OutType::I32:
-            return gather_documents_typed<Tok, int32_t>(tokens, offsets, ids, block_size, cls_id,
+            return gather_documents_typed<Tok, int32_t>(tokens, docs, ids, block_size, cls_id,
                                                         pad_id);
         default:
-            return gather_documents_typed<Tok, uint16_t>(tokens, offsets, ids, block_size, cls_id,
+            return gather_documents_typed<Tok, uint16_t>(tokens, docs, ids, block_size, cls_id,
                                                          pad_id);
     }
 }
@@ -406,18 +409,28 @@ py::tuple gather_documents(const py::array& tokens, const Int64Array& doc_offset
         throw py::value_error("doc_offsets[-1] = " + std::to_string(off[n_offsets - 1]) +
                               " is past the end of the " + std::to_string(n) + " tokens");
     const int64_t n_docs = n_offsets - 1;
-    const int64_t* id = doc_ids.data();
-    for (int64_t r = 0; r < doc_ids.shape(0); ++r) {
-        if (id[r] < 0 || id[r] >= n_docs)
-            throw py::index_error("doc id " + std::to_string(id[r]) + " (doc_ids[" +
+    const int64_t rows = doc_ids.shape(0);
+    const std::vector<int64_t> ids(doc_ids.data(), doc_ids.data() + rows);
+    DocRows docs;
+    docs.begin.resize(static_cast<size_t>(rows));
+    docs.count.resize(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t d = ids[r];
+        if (d < 0 || d >= n_docs)
+            throw py::index_error("doc id " + std::to_string(d) + " (doc_ids[" +
                                   std::to_string(r) + "]) is out of range for " +
                                   std::to_string(n_docs) + " documents");
+        // read each offset once: the checked values are the ones used
+        const int64_t b = off[d], e = off[d + 1];
+        if (b < 0 || e < b || e > n)
+            throw py::value_error("doc_offsets changed while being read");
+        docs.begin[r] = b;
+        docs.count[r] = std::min(e - b, block_size - 1);
     }
     if (type == TokenType::U16)
-        return gather_documents_impl<uint16_t>(tokens, doc_offsets, doc_ids, block_size, cls_id,
-                                               pad_id, out);
-    return gather_documents_impl<uint32_t>(tokens, doc_offsets, doc_ids, block_size, cls_id,
-                                           pad_id, out);
+        return gather_documents_impl<uint16_t>(tokens, docs, ids, block_size, cls_id, pad_id,
+                                               out);
+    return gather_documents_impl<uint32_t>(tokens, docs, ids, block_size, cls_id, pad_id, out);
 }
 
 }  // namespace

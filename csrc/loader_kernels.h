@@ -317,19 +317,18 @@ void gather_rows(const Tok* tok, const int64_t* starts, int64_t r_begin, int64_t
     gather_rows_body(tok, starts, r_begin, r_end, T, x, y);
 }
 
-// Document gather: row r = [cls, first min(len(doc), T-1) tokens of doc ids[r], pad ...];
-// lengths[r] = 1 + the number of document tokens copied.
-// Preconditions: T >= 1, offsets valid (0 <= offsets[d] <= offsets[d+1] <= len(tok)),
-// every id in [0, n_docs), cls / pad representable in Out.
+// Document gather: row r = [cls, tok[begin[r] .. begin[r] + count[r]), pad ...];
+// lengths[r] = 1 + count[r].
+// Preconditions: T >= 1, 0 <= count[r] <= T - 1, every range inside the token array,
+// cls / pad representable in Out.
 template <typename Tok, typename Out>
-void gather_docs(const Tok* tok, const int64_t* offsets, const int64_t* ids, int64_t n_rows,
+void gather_docs(const Tok* tok, const int64_t* begin, const int64_t* count, int64_t n_rows,
                  int64_t T, Out cls, Out pad, Out* x, int64_t* lengths) {
     for (int64_t r = 0; r < n_rows; ++r) {
-        const int64_t d = ids[r];
-        const int64_t len = std::min(offsets[d + 1] - offsets[d], T - 1);
+        const int64_t len = count[r];
         Out* row = x + r * T;
         row[0] = cls;
-        copy_tokens(tok + offsets[d], row + 1, len);
+        copy_tokens(tok + begin[r], row + 1, len);
         std::fill(row + 1 + len, row + T, pad);
         lengths[r] = 1 + len;
     }
