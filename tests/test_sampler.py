@@ -94,6 +94,8 @@ def test_bad_arguments_and_states():
         EpochSampler(1, seed=0, world_size=2)
     with pytest.raises(ValueError, match="world_size"):
         EpochSampler(10, seed=0, world_size=0)
+    with pytest.raises(ValueError, match="seed"):
+        EpochSampler(10, seed=-1)
     s = EpochSampler(10, seed=0)
     with pytest.raises(ValueError, match="batch_size"):
         s.next_batch(0)

@@ -42,6 +42,8 @@ class EpochSampler:
     ):
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         if num_items < world_size:
