@@ -17,6 +17,7 @@ import enum
 import logging
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -36,6 +37,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "model_from_checkpoint",
     "build_model",
     "load_trunk",
     "convert_model_args",
@@ -47,6 +49,9 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 HEAD_PREFIXES = ("lm_head.", "sequence_head.")
 TRUNK_PREFIX = "transformer."
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)}
+# torch.save's format before PyTorch 1.6 (or with _use_new_zipfile_serialization=False) is a pickle
+# stream opening with this magic number (a pickled long; the protocol header comes before it)
+_LEGACY_MAGIC = b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
 
 
 class CheckpointError(ValueError):
@@ -138,6 +143,9 @@ def save_checkpoint(path, model, optimizer=None, **state) -> Path:
     gpt = _unwrap(model)
     if not isinstance(gpt, GPT):
         raise TypeError(f"save_checkpoint needs a GPT model, got {type(gpt).__name__}")
+    if "model_args" in state:
+        # load_model rebuilds the architecture from model_args; they must describe these weights
+        raise TypeError("save_checkpoint takes model_args from the model's config; do not pass them")
     checkpoint = {
         "model": gpt.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
@@ -191,7 +199,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     """Reads a checkpoint with ``torch.load(weights_only=True)``.
 
     A bare state dict (a dict of tensors) is returned as ``{"model": it}``. A missing, truncated,
-    unsafe or foreign file raises :class:`CheckpointError` naming the file and the problem.
+    corrupt (checksum mismatch), unsafe or foreign file raises :class:`CheckpointError` naming the
+    file and the problem.
     """
     path = Path(path)
     if not path.exists():
@@ -200,11 +209,18 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} is not a file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty")
-    if not zipfile.is_zipfile(path):
-        # torch.save has written zip archives since 1.6; anything else is cut short or foreign
+    is_zip = zipfile.is_zipfile(path)
+    if not (is_zip or _is_legacy_format(path)):
+        # torch.save writes a zip archive (or, before 1.6, the legacy pickle stream); a zip cut
+        # short loses its central directory at the end, so truncation is caught here
         raise CheckpointError(
             f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch checkpoint "
             "(no complete zip archive in it)"
+        )
+    damaged = _damaged_member(path) if is_zip else None
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: the bytes of its record {damaged} do not match the checksum saved with them"
         )
     try:
         # The research codebase stored the mode as its enum (module "model"); an Enum is safe to
@@ -212,17 +228,23 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         with torch.serialization.safe_globals([ModelMode, (ModelMode, "model.ModelMode")]):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses anything but tensors and plain values
+        # weights_only refuses anything but tensors and plain values ("WeightsUnpickler error:
+        # Unsupported global ..."); other unpickling errors mean a damaged stream
         lines = [line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line]
-        detail = lines[0].replace("WeightsUnpickler error: ", "").split(". Please")[0] if lines else type(exc).__name__
+        if not lines:
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch checkpoint "
+                f"({_first_sentence(exc)})"
+            ) from None
+        detail = lines[0].replace("WeightsUnpickler error: ", "").split(". Please")[0]
         raise CheckpointError(
             f"checkpoint {path} holds objects other than tensors and plain values and is refused by the "
             f"safe loader (weights_only=True): {detail}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch checkpoint ({first})"
+            f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch checkpoint "
+            f"({_first_sentence(exc)})"
         ) from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict")
@@ -234,6 +256,43 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(checkpoint["model"], dict):
         raise CheckpointError(f"checkpoint {path}: its 'model' entry is a {type(checkpoint['model']).__name__}, not a state dict")
     return checkpoint
+
+
+def _is_legacy_format(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return _LEGACY_MAGIC in f.read(16)
+
+
+def _damaged_member(path: Path) -> str | None:
+    """The first archive record whose CRC-32 does not match its bytes, or None.
+
+    torch.load does not check the CRCs torch.save writes, so a zeroed or flipped byte inside a
+    tensor would load silently. Records saved without a CRC (``set_crc32_options(False)``
+    writes 0) cannot be checked and are skipped.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.CRC == 0:
+                    continue
+                try:
+                    with archive.open(info) as record:
+                        while record.read(1 << 20):  # zipfile compares the CRC at the end
+                            pass
+                except (zipfile.BadZipFile, OSError, EOFError):
+                    return info.filename
+    except (zipfile.BadZipFile, OSError):
+        return None  # not readable as a zip at all: torch.load's own error says more
+    return None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of a library error (torch appends paragraphs of advice)."""
+    # C++ errors open with "[enforce fail at file.cc:123] . "
+    text = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", str(exc).strip())
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].split(". ")[0].rstrip(".")
 
 
 def clean_state_dict(state_dict: dict) -> dict:
@@ -263,7 +322,8 @@ def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkp
 
     - ``binary_classification=True`` -> TOKEN_CLASSIFIER with 2 classes;
     - no ``mode`` -> LANGUAGE_MODEL; ``mode`` given as "ModelMode.NAME" or a name is accepted;
-    - no ``attention_type`` -> "causal" (the old default);
+    - no ``attention_type`` -> "causal" (the old default) for a language model; classifiers and
+      scorers are always "bidirectional" (what the old code ran them as, whatever it stored);
     - no ``use_rope`` -> ``position_encoding == "rotary"`` when that older key exists, otherwise
       inferred from the weights (``transformer.wpe.weight`` present means learned positions);
     - no ``bias`` -> inferred from LayerNorm bias keys;
@@ -284,7 +344,11 @@ def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkp
         converted["mode"] = ModelMode.parse(mode).value
     except ValueError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
-    converted["attention_type"] = args.pop("attention_type", "causal") or "causal"
+    attention_type = args.pop("attention_type", None) or "causal"
+    if converted["mode"] != ModelMode.LANGUAGE_MODEL.value:
+        # the old code ran classifiers and scorers bidirectionally whatever attention_type said
+        attention_type = "bidirectional"
+    converted["attention_type"] = attention_type
     position_encoding = args.pop("position_encoding", None)
     if "use_rope" in args:
         converted["use_rope"] = bool(args.pop("use_rope"))

@@ -14,14 +14,19 @@ __all__ = [
     "class_balanced_weights",
     "class_balanced_cross_entropy",
     "weighted_cross_entropy",
+    "position_weights",
+    "safe_divide",
     "cross_entropy",
     "soft_cross_entropy",
     "mse",
 ]
 
 
-def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    # den == 0 only when every target is ignored; then num is 0 too and the answer is 0.
+def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """num / den, and num itself where den is 0 (a mean over nothing: every target ignored).
+
+    Branch-free, so nothing is read back to the host; num is 0 in that case, so the answer is 0.
+    """
     return num / torch.where(den > 0, den, torch.ones_like(den))
 
 
@@ -52,6 +57,21 @@ def class_balanced_weights(
         return torch.where(counts > 0, weights, torch.zeros_like(weights))
 
 
+def position_weights(
+    targets: torch.Tensor, weight: torch.Tensor | None = None, ignore_index: int = -1
+) -> torch.Tensor:
+    """float32 ``w[y_i]`` per position (1 without ``weight``), 0 where ``y_i == ignore_index``.
+
+    Their sum is the denominator of PyTorch's weighted mean cross-entropy.
+    """
+    valid = targets != ignore_index
+    if weight is None:
+        return valid.to(torch.float32)
+    # ignored positions index class 0 and are then zeroed: gathering with -1 would fail
+    safe_targets = torch.where(valid, targets, torch.zeros_like(targets)).long()
+    return weight.to(torch.float32)[safe_targets] * valid
+
+
 def weighted_cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -72,15 +92,10 @@ def weighted_cross_entropy(
             f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} disagree on the number of positions"
         )
     nll = F.cross_entropy(
-        flat_logits.float(), flat_targets, ignore_index=ignore_index, reduction="none"
+        flat_logits.float(), flat_targets.long(), ignore_index=ignore_index, reduction="none"
     )  # (N,), 0 at ignored positions
-    valid = (flat_targets != ignore_index).to(nll.dtype)
-    if weight is None:
-        per_position = valid
-    else:
-        safe_targets = torch.where(flat_targets != ignore_index, flat_targets, torch.zeros_like(flat_targets))
-        per_position = weight.to(nll.dtype)[safe_targets] * valid
-    return _safe_divide((nll * per_position).sum(), per_position.sum())
+    per_position = position_weights(flat_targets, weight, ignore_index)
+    return safe_divide((nll * per_position).sum(), per_position.sum())
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
@@ -115,7 +130,7 @@ def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torc
     soft = soft_targets.float()
     per_position = -(soft * log_probs).sum(-1)  # (...)
     valid = (soft.sum(-1) != 0).to(per_position.dtype)
-    return _safe_divide((per_position * valid).sum(), valid.sum())
+    return safe_divide((per_position * valid).sum(), valid.sum())
 
 
 def mse(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
+import sys
 import warnings
 from dataclasses import dataclass
 from enum import Enum
@@ -184,19 +186,13 @@ def _kernel(function_name: str):
 def _triton_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, balanced: bool) -> torch.Tensor:
     """The fused kernel with the torch path's semantics, including 0 (not NaN) when all are ignored.
 
-    The kernel sums; the mean's denominator (sum of the valid rows' weights) is formed here so
-    that an all-ignored batch divides 0 by 1 instead of 0 by 0.
+    The kernel sums; the mean's denominator (the valid positions' weights, as in
+    :func:`mmengine.losses.weighted_cross_entropy`) is formed here so that an all-ignored batch
+    divides 0 by 1 instead of 0 by 0.
     """
     C = logits.size(-1)
     flat_targets = targets.reshape(-1)  # (B*T,)
-    valid = flat_targets != IGNORE_INDEX
-    if balanced:
-        weight = losses.class_balanced_weights(flat_targets, C, IGNORE_INDEX)
-        safe = torch.where(valid, flat_targets, torch.zeros_like(flat_targets))
-        denominator = (weight[safe] * valid).sum()
-    else:
-        weight = None
-        denominator = valid.sum().to(torch.float32)
+    weight = losses.class_balanced_weights(flat_targets, C, IGNORE_INDEX) if balanced else None
     total = _kernel("class_weighted_cross_entropy")(
         logits.reshape(-1, C),  # (B*T, C)
         flat_targets,
@@ -204,13 +200,12 @@ def _triton_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, balanced:
         ignore_index=IGNORE_INDEX,
         reduction="sum",
     )
-    return total.float() / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    denominator = losses.position_weights(flat_targets, weight, IGNORE_INDEX).sum()
+    return losses.safe_divide(total.float(), denominator)
 
 
 def _attention_kernel_supports(head_dim: int) -> bool:
     """Whether mmengine.kernels' attention handles this head size (checked only for 'auto')."""
-    import sys
-
     module = sys.modules.get("mmengine.kernels.rope_attention")
     supported = getattr(module, "SUPPORTED_HEAD_DIMS", None)
     return supported is None or head_dim in supported
@@ -228,7 +223,7 @@ class SelfAttention(nn.Module):
         # key, query, value projections for all heads, fused in one Linear
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = nn.Dropout(config.dropout)
+        # attention-probability dropout happens inside the attention function (dropout_p)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.n_embd = config.n_embd
@@ -356,10 +351,14 @@ class GPTConfig:
             )
         if isinstance(self.num_token_classes, bool) or not isinstance(self.num_token_classes, int) or self.num_token_classes < 2:
             raise ValueError(f"num_token_classes must be an integer >= 2, got {self.num_token_classes!r}")
-        if self.cls_token_id is not None and not (0 <= int(self.cls_token_id) < self.vocab_size):
-            raise ValueError(
-                f"cls_token_id {self.cls_token_id} is outside the embedding table [0, {self.vocab_size})"
-            )
+        if self.cls_token_id is not None:
+            cls_id = self.cls_token_id
+            # numbers.Integral admits numpy ints (ids read from data metadata); bool is not an id
+            if isinstance(cls_id, bool) or not isinstance(cls_id, numbers.Integral) or not 0 <= cls_id < self.vocab_size:
+                raise ValueError(
+                    f"cls_token_id must be an id inside the embedding table [0, {self.vocab_size}), got {cls_id!r}"
+                )
+            self.cls_token_id = int(cls_id)  # a plain int for checkpoints' model_args
         if self.unfreeze_lr_multiplier <= 0:
             raise ValueError(f"unfreeze_lr_multiplier must be positive, got {self.unfreeze_lr_multiplier!r}")
         if self.init_from_checkpoint == "":

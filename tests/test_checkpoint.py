@@ -1,6 +1,7 @@
 """Checkpoints: round trips, atomic saves, clear errors, every legacy conversion, transfer."""
 import logging
 import os
+import warnings
 
 import pytest
 import torch
@@ -88,6 +89,8 @@ def test_load_model_overrides(tmp_path):
 def test_save_refuses_values_the_safe_loader_could_not_read(tmp_path):
     with pytest.raises(TypeError, match="'extra'"):
         save_checkpoint(tmp_path / "x.pt", model(), extra=object())
+    with pytest.raises(TypeError, match="model_args"):
+        save_checkpoint(tmp_path / "x.pt", model(), model_args={"n_layer": 5})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -124,6 +127,17 @@ def test_failure_mid_save_keeps_the_old_checkpoint_and_leaves_no_litter(tmp_path
     assert load_checkpoint(path)["iter_num"] == 1
 
 
+def test_save_fsyncs_the_data_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_size)), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", os.path.dirname(a))), real_replace(a, b)))
+    path = save_checkpoint(tmp_path / "ckpt.pt", model())
+    size = path.stat().st_size
+    # the whole file reaches the disk, then the rename happens in the same folder (then the folder is synced)
+    assert events[:2] == [("fsync", size), ("replace", str(tmp_path))]
+
+
 def test_save_replaces_and_creates_folders(tmp_path):
     path = tmp_path / "run" / "ckpt.pt"
     save_checkpoint(path, model(seed=0), iter_num=1)
@@ -139,39 +153,94 @@ class Foreign:
     pass
 
 
-def test_missing_truncated_and_foreign_files_name_the_file(tmp_path):
-    missing = tmp_path / "nope.pt"
+def _zip_of_text(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "a zip file, but not a torch checkpoint")
+
+
+def _corrupt_middle(path, good):
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 256] = bytes(256)
+    path.write_bytes(bytes(data))
+
+
+# (file name, how to write it from a good checkpoint, what the error says after the file name)
+BAD_FILES = [
+    ("empty.pt", lambda p, good: p.write_bytes(b""), "is empty"),
+    ("notes.pt", lambda p, good: p.write_text("hello, not a checkpoint\n"), "cannot be read"),
+    ("archive.pt", lambda p, good: _zip_of_text(p), "cannot be read; it is truncated, corrupt or not a torch checkpoint"),
+    ("corrupt.pt", _corrupt_middle, "is corrupt: the bytes of its record .* do not match the checksum"),
+    ("unsafe.pt", lambda p, good: torch.save({"model": {}, "thing": Foreign()}, p),
+     "holds objects other than tensors.*Foreign"),
+    ("list.pt", lambda p, good: torch.save([1, 2, 3], p), "holds a list"),
+    ("nomodel.pt", lambda p, good: torch.save({"step": 1}, p), "has no 'model' entry"),
+]
+
+
+@pytest.mark.parametrize("name, write, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_unreadable_or_foreign_files_name_the_file(tmp_path, name, write, message):
+    good = save_checkpoint(tmp_path / "good.pt", model())
+    write(tmp_path / name, good)
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.") + " " + message):
+        load_model(tmp_path / name)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99, -1])
+def test_truncated_file_names_the_file(tmp_path, keep):
+    good = save_checkpoint(tmp_path / "good.pt", model())
+    data = good.read_bytes()
+    size = len(data) - 1 if keep == -1 else int(len(data) * keep)  # -1: only the last byte lost
+    (tmp_path / "cut.pt").write_bytes(data[:size])
+    with pytest.raises(CheckpointError, match=r"cut\.pt cannot be read; it is truncated"):
+        load_model(tmp_path / "cut.pt")
+
+
+def test_missing_file_and_folder_name_the_path(tmp_path):
     with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
-        load_model(missing)
-    empty = tmp_path / "empty.pt"
-    empty.write_bytes(b"")
-    with pytest.raises(CheckpointError, match=r"empty\.pt is empty"):
-        load_checkpoint(empty)
-    good = tmp_path / "good.pt"
-    save_checkpoint(good, model())
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=r"truncated\.pt cannot be read; it is truncated"):
-        load_model(truncated)
-    text = tmp_path / "notes.pt"
-    text.write_text("hello, not a checkpoint\n")
-    with pytest.raises(CheckpointError, match=r"notes\.pt cannot be read"):
-        load_checkpoint(text)
-    unsafe = tmp_path / "unsafe.pt"
-    torch.save({"model": {}, "thing": Foreign()}, unsafe)
-    with pytest.raises(CheckpointError, match=r"unsafe\.pt holds objects other than tensors.*Foreign"):
-        load_checkpoint(unsafe)
-    pickled = tmp_path / "list.pt"
-    torch.save([1, 2, 3], pickled)
-    with pytest.raises(CheckpointError, match=r"list\.pt holds a list"):
-        load_checkpoint(pickled)
-    nomodel = tmp_path / "nomodel.pt"
-    torch.save({"step": 1}, nomodel)
-    with pytest.raises(CheckpointError, match=r"nomodel\.pt has no 'model' entry"):
-        load_checkpoint(nomodel)
-    assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+        load_model(tmp_path / "nope.pt")
     with pytest.raises(CheckpointError, match="is not a file"):
         load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
+        build_model(config(init_from_checkpoint=str(tmp_path / "nope.pt")))
+
+
+def test_every_load_is_weights_only(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path / "a.pt", model())
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_model(tmp_path / "a.pt")
+    build_model(config("token_classifier", init_from_checkpoint=str(tmp_path / "a.pt")))
+    assert calls == [True, True]
+
+
+def test_checkpoint_saved_without_crc_still_loads(tmp_path):
+    writer = model()
+    torch.serialization.set_crc32_options(False)
+    try:
+        save_checkpoint(tmp_path / "nocrc.pt", writer)
+    finally:
+        torch.serialization.set_crc32_options(True)
+    torch.testing.assert_close(logits(load_model(tmp_path / "nocrc.pt")), logits(writer), rtol=0, atol=0)
+
+
+def test_pre_zip_serialization_still_loads(tmp_path):
+    """torch.save before PyTorch 1.6 (or with _use_new_zipfile_serialization=False)."""
+    writer = model("token_classifier")
+    path = tmp_path / "old-format.pt"
+    torch.save({"model": writer.state_dict(), "model_args": writer.config.to_dict()}, path,
+               _use_new_zipfile_serialization=False)
+    torch.testing.assert_close(logits(load_model(path)), logits(writer), rtol=0, atol=0)
+    (tmp_path / "old-cut.pt").write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(CheckpointError, match=r"old-cut\.pt cannot be read; it is truncated"):
+        load_model(tmp_path / "old-cut.pt")
 
 
 def test_weights_that_do_not_fit_are_listed(tmp_path):
@@ -234,11 +303,16 @@ def test_binary_classification_becomes_a_two_class_token_classifier(tmp_path):
     torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
 
 
-def test_binary_classification_without_attention_type_is_bidirectional(tmp_path):
-    # the old code forced classifiers bidirectional whatever attention_type said
+@pytest.mark.parametrize("stored", [None, "causal"])
+def test_old_classifiers_load_bidirectional_without_a_warning(tmp_path, stored):
+    # the old code ran classifiers bidirectionally whatever attention_type said (or lacked):
+    # loading one is a conversion, not a user mistake to warn about
     writer = model("token_classifier", num_token_classes=2)
     args = dict(NANOGPT_ARGS, binary_classification=True, use_rope=True)
-    with pytest.warns(UserWarning, match="bidirectional"):
+    if stored:
+        args["attention_type"] = stored
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         loaded = load_model(legacy_file(tmp_path, writer, args))
     assert loaded.config.attention_type == "bidirectional"
     torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)

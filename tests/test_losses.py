@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmengine import losses
 
@@ -74,6 +75,43 @@ def test_plain_cross_entropy_matches_torch():
     torch.testing.assert_close(losses.cross_entropy(logits, targets), want.float())
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten ops a computation dispatches."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def test_class_balanced_loss_runs_on_meta_tensors_with_no_loop_over_classes():
+    """Meta tensors have no values: .item(), .cpu() values, torch.unique, bincount and boolean
+    indexing all raise on them, so running there proves no host sync. The same op sequence for
+    2 and 50 classes proves there is no Python loop over the classes."""
+    counts = []
+    for C in (2, 50):
+        logits = torch.randn(3, 7, C, device="meta", requires_grad=True)
+        targets = torch.randint(-1, C, (3, 7), device="meta")
+        with _OpCounter() as counter:
+            losses.class_balanced_cross_entropy(logits, targets).backward()
+        counts.append([str(op) for op in counter.ops])
+    assert counts[0] == counts[1]
+    for forbidden in ("unique", "bincount", "nonzero", "item", "_local_scalar_dense"):
+        assert not any(forbidden in op for op in counts[0]), forbidden
+
+
+def test_any_integer_target_dtype_is_accepted():
+    gen = torch.Generator().manual_seed(8)
+    logits, targets = random_batch(gen)
+    want = losses.class_balanced_cross_entropy(logits, targets)
+    for dtype in (torch.int32, torch.int16, torch.int8):
+        torch.testing.assert_close(losses.class_balanced_cross_entropy(logits, targets.to(dtype)), want)
+        torch.testing.assert_close(losses.cross_entropy(logits, targets.to(dtype)), losses.cross_entropy(logits, targets))
+
+
 def test_losses_need_no_host_sync(monkeypatch):
     """No .item()/.tolist()/unique on the way: these would stall a GPU step."""
     def forbidden(*args, **kwargs):
@@ -85,7 +123,11 @@ def test_losses_need_no_host_sync(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "tolist", forbidden)
     monkeypatch.setattr(torch, "unique", forbidden)
     monkeypatch.setattr(torch.Tensor, "__bool__", forbidden)
+    monkeypatch.setattr(torch.Tensor, "cpu", forbidden)
+    monkeypatch.setattr(torch.Tensor, "numpy", forbidden)
+    monkeypatch.setattr(torch, "bincount", forbidden)
     losses.class_balanced_cross_entropy(logits, targets).backward()
+    losses.soft_cross_entropy(logits, torch.softmax(logits.detach(), -1)).backward()
 
 
 def test_soft_cross_entropy_matches_definition_and_ignores_empty_rows():

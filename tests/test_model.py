@@ -63,13 +63,25 @@ def test_parameter_names_are_the_nanogpt_layout():
 
 
 def test_language_model_head_is_tied_and_init_follows_gpt2():
-    m = model(n_embd=64, n_layer=2, bias=True)
+    # n_layer=3: residual projections get 0.02 / sqrt(6) ~ 0.0082, far from 0.02 / sqrt(3) ~ 0.0115
+    m = model(n_embd=64, n_layer=3, bias=True, use_rope=False)
     assert m.lm_head.weight is m.transformer.wte.weight
-    assert m.transformer.h[0].attn.c_attn.bias.abs().sum() == 0
-    std = m.transformer.h[0].mlp.c_proj.weight.std().item()
-    assert std == pytest.approx(0.02 / math.sqrt(4), rel=0.1)
-    assert m.transformer.h[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    for name, p in m.named_parameters():
+        if name.endswith("c_proj.weight"):
+            assert p.std().item() == pytest.approx(0.02 / math.sqrt(2 * 3), rel=0.1), name
+        elif name.endswith("ln_1.weight") or name.endswith("ln_2.weight") or name.endswith("ln_f.weight"):
+            assert torch.equal(p, torch.ones_like(p)), name
+        elif name.endswith(".bias"):
+            assert torch.count_nonzero(p) == 0, name
+        else:  # wte (= lm_head), wpe, c_attn, c_fc
+            assert p.std().item() == pytest.approx(0.02, rel=0.1), name
+            assert p.mean().abs().item() < 0.005, name
+    classifier = model("token_classifier", n_embd=256, n_head=4, n_layer=1, num_token_classes=4)
+    assert classifier.lm_head.weight is not classifier.transformer.wte.weight  # not tied
+    assert classifier.lm_head.weight.std().item() == pytest.approx(0.02, rel=0.15)
+    assert classifier.lm_head.bias is None
     scorer = model("sequence_scorer", n_embd=256, n_head=4, n_layer=1)
+    assert scorer.sequence_head[0].weight.shape == (1, 256) and scorer.sequence_head[0].bias is None
     assert scorer.sequence_head[0].weight.std().item() == pytest.approx(0.002, rel=0.25)
     assert isinstance(scorer.sequence_head[1], torch.nn.Sigmoid)
 
@@ -94,6 +106,8 @@ def test_config_accepts_mode_strings_and_forces_bidirectional_for_classifiers():
         (dict(num_token_classes=1), "num_token_classes"),
         (dict(cls_token_id=V), "cls_token_id"),
         (dict(cls_token_id=-1), "cls_token_id"),
+        (dict(cls_token_id="7"), "cls_token_id"),
+        (dict(cls_token_id=True), "cls_token_id"),
         (dict(mode="bert"), "unknown model mode"),
         (dict(attention_type="sliding"), "attention_type"),
         (dict(attention_backend="cuda"), "attention_backend"),
@@ -108,6 +122,99 @@ def test_config_rejects_impossible_values(kw, message):
 
 def test_odd_head_size_is_fine_without_rope():
     assert tiny(n_embd=30, n_head=10, use_rope=False).head_dim == 3
+
+
+def test_cls_token_id_from_numpy_metadata_is_stored_as_a_plain_int():
+    np = pytest.importorskip("numpy")
+    cfg = tiny("sequence_scorer", cls_token_id=np.int64(V - 1))
+    assert type(cfg.cls_token_id) is int and cfg.to_dict()["cls_token_id"] == V - 1
+
+
+# --- the whole forward against the architecture written out independently -----------------
+
+
+def reference_forward(m: GPT, idx: torch.Tensor, lengths=None) -> torch.Tensor:
+    """The issue's architecture in float64 from the state dict alone, sharing no code with
+    mmengine.model: RoPE as a complex rotation of the pairs (i, i + D/2), erf GELU, explicit masks.
+    Returns logits (B, T, V|C) for the token modes and scores (B,) for the scorer."""
+    cfg = m.config
+    sd = {k: v.double() for k, v in m.state_dict().items()}
+    B, T = idx.shape
+    C, H = cfg.n_embd, cfg.n_head
+    D = C // H
+
+    def norm(x, name):
+        return F.layer_norm(x, (C,), sd[name + ".weight"], sd.get(name + ".bias"), eps=1e-5)
+
+    def linear(x, name):
+        return F.linear(x, sd[name + ".weight"], sd.get(name + ".bias"))
+
+    angle = torch.arange(T, dtype=torch.float64)[:, None] / 10000.0 ** (torch.arange(0, D, 2, dtype=torch.float64) / D)
+
+    def rotate(t):  # (B, H, T, D)
+        z = torch.complex(t[..., : D // 2], t[..., D // 2:]) * torch.exp(1j * angle)
+        return torch.cat([z.real, z.imag], dim=-1)
+
+    allowed = torch.ones(T, T, dtype=torch.bool)
+    if cfg.attention_type == "causal":
+        allowed = allowed.tril()
+    allowed = allowed.expand(B, 1, T, T)
+    if lengths is not None:
+        allowed = allowed & (torch.arange(T)[None, :] < lengths[:, None])[:, None, None, :]
+
+    x = sd["transformer.wte.weight"][idx]
+    if not cfg.use_rope:
+        x = x + sd["transformer.wpe.weight"][:T]
+    for i in range(cfg.n_layer):
+        p = f"transformer.h.{i}."
+        qkv = linear(norm(x, p + "ln_1"), p + "attn.c_attn").view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if cfg.use_rope:
+            q, k = rotate(q), rotate(k)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(D)
+        attn = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        x = x + linear((attn @ v).transpose(1, 2).reshape(B, T, C), p + "attn.c_proj")
+        h = linear(norm(x, p + "ln_2"), p + "mlp.c_fc")
+        x = x + linear(0.5 * h * (1 + torch.erf(h / math.sqrt(2))), p + "mlp.c_proj")
+    x = norm(x, "transformer.ln_f")
+    if cfg.mode is ModelMode.SEQUENCE_SCORER:
+        return torch.sigmoid(x[:, 0] @ sd["sequence_head.0.weight"][0])
+    return x @ sd["lm_head.weight"].T
+
+
+REFERENCE_CASES = [
+    dict(mode="language_model", attention_type="causal", use_rope=True, bias=True),
+    dict(mode="language_model", attention_type="causal", use_rope=True, bias=False, lengths=True),
+    dict(mode="language_model", attention_type="bidirectional", use_rope=False, bias=False, lengths=True),
+    dict(mode="token_classifier", use_rope=True, bias=False, lengths=True),
+    dict(mode="token_classifier", use_rope=False, bias=True),
+    dict(mode="sequence_scorer", use_rope=True, bias=True, lengths=True),
+    dict(mode="sequence_scorer", use_rope=False, bias=False),
+]
+
+
+@pytest.mark.parametrize("backend", ["torch", "eager"])
+@pytest.mark.parametrize("case", REFERENCE_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_forward_matches_an_independent_reference(case, backend):
+    case = dict(case)
+    lengths = torch.tensor([T, 7, 3]) if case.pop("lengths", False) else None
+    m = model(n_layer=2, attention_backend=backend, **case)
+    # weights far from their small init, so that every part of the formula moves the logits
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 if p.dim() > 1 else 0.3) + (p.dim() == 1))
+        if m.config.mode is ModelMode.SEQUENCE_SCORER:
+            m.sequence_head[0].weight.mul_(0.3)  # keep the sigmoid out of saturation
+    idx = tokens()
+    want = reference_forward(m, idx, lengths)
+    dummy = None if m.config.mode is ModelMode.SEQUENCE_SCORER else torch.zeros_like(idx)  # all positions
+    got = m(idx, dummy, lengths=lengths)[0]
+    # a comparison of near-constant numbers would prove nothing
+    assert want.std() > 0.02
+    if m.config.mode is ModelMode.SEQUENCE_SCORER:
+        assert ((want > 0.02) & (want < 0.98)).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
 
 
 # --- RoPE and attention ------------------------------------------------------------
@@ -193,6 +300,23 @@ def test_padding_does_not_change_scores_or_real_positions(backend):
     real = ~pad
     torch.testing.assert_close(la[real], lb[real])
     assert torch.isfinite(la).all()  # query rows beyond the length stay finite
+
+
+@pytest.mark.parametrize("mode", ["language_model", "token_classifier", "sequence_scorer"])
+def test_training_step_never_reads_values_back_to_the_host(mode):
+    """On the meta device nothing has a value: .item(), torch.unique, bincount, nonzero and
+    boolean-mask indexing all raise there, so a step that runs never syncs a GPU either."""
+    with torch.device("meta"):
+        m = GPT(tiny(mode))
+    idx = torch.randint(0, V, (3, T), device="meta")
+    targets = {
+        "language_model": torch.randint(0, V, (3, T), device="meta"),
+        "token_classifier": torch.randint(0, 3, (3, T), device="meta"),
+        "sequence_scorer": torch.rand(3, device="meta"),
+    }[mode]
+    logits, loss = m(idx, targets, lengths=torch.tensor([T, 5, 1], device="meta"))
+    loss.backward()
+    assert loss.shape == () and all(p.grad is not None for p in m.parameters())
 
 
 def test_padded_scorer_batch_has_finite_gradients():
