@@ -72,7 +72,7 @@ class DataConfig:
 
     dir: str = _f("", "Prepared data dir (python -m mmengine.prepare); empty means the bundled tiny-Shakespeare (prepared on first use).")
     block_size: int = _f(64, "Tokens per training window (the model's context length).")
-    batch_size: int = _f(16, "Windows per micro-batch on each rank.")
+    batch_size: int = _f(32, "Windows per micro-batch on each rank.")
     use_paragraph_boundaries: bool = _f(False, "Start windows only at paragraph starts (after the separator) instead of at any token.")
     separator: str = _f("", "Paragraph separator text, encoded with the data dir's tokenizer; empty means the data dir's own (meta.json).")
     prefetch_depth: int = _f(2, "Batches assembled ahead of time by the background prefetcher (0 = assemble in the training loop).")
@@ -102,8 +102,8 @@ class TrainConfig:
 
     training_type: str = _f("unmasking", "'unmasking' (masked-diffusion LM), 'token_classification', 'remasking_binary' (= 2 classes) or 'sequence_scoring'.",
                             choices=TRAINING_TYPES)
-    max_iters: int = _f(600, "Optimizer steps in total.")
-    eval_interval: int = _f(150, "Evaluate (and save checkpoints) every this many steps, and at the end.")
+    max_iters: int = _f(800, "Optimizer steps in total.")
+    eval_interval: int = _f(200, "Evaluate (and save checkpoints) every this many steps, and at the end.")
     eval_iters: int = _f(8, "Validation batches per evaluation (the same fixed batches every time).")
     log_interval: int = _f(25, "Log the training loss every this many steps.")
     gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step (per rank).")
@@ -114,9 +114,9 @@ class TrainConfig:
 class OptimConfig:
     """[optim] AdamW with linear warmup and cosine decay."""
 
-    learning_rate: float = _f(3e-3, "Peak learning rate.")
-    min_lr: float = _f(3e-4, "Learning rate at the end of the cosine decay.")
-    warmup_iters: int = _f(30, "Linear warmup steps.")
+    learning_rate: float = _f(4e-3, "Peak learning rate.")
+    min_lr: float = _f(4e-4, "Learning rate at the end of the cosine decay.")
+    warmup_iters: int = _f(40, "Linear warmup steps.")
     lr_decay_iters: int = _f(0, "Step at which the cosine reaches min_lr; 0 means train.max_iters.")
     decay_lr: bool = _f(True, "Use warmup + cosine decay (False: constant learning_rate).")
     weight_decay: float = _f(0.1, "AdamW weight decay on matrices (not on biases, norms).")
@@ -180,6 +180,8 @@ class LogConfig:
     sample_tokens: int = _f(200, "Language models: length of the sample generated at the end of the run (0 = none).")
     sample_steps: int = _f(32, "Unmasking steps per chunk of that sample (a chunk is half a block of new tokens).")
     sample_temperature: float = _f(0.8, "Softmax temperature of that sample (lower: safer, more repetitive).")
+    sample_order: str = _f("random", "Which masked positions each unmasking step reveals: 'random' (MDLM ancestral sampling) or 'confidence' (most confident first; repetitive on small models).",
+                           choices=("random", "confidence"))
     save_best: bool = _f(True, "Keep out_dir/best.pt, the checkpoint with the lowest validation loss.")
 
 

@@ -19,11 +19,18 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def generate(model, *, length: int, mask_id: int, text_vocab_size: int, steps: int = 16, temperature: float = 1.0,
-             prompt: list[int] | None = None, generator: torch.Generator | None = None) -> list[int]:
-    """``length`` new token ids after ``prompt``; only text tokens (no specials) are ever produced."""
+def generate(model, *, length: int, mask_id: int, text_vocab_size: int, steps: int = 32, temperature: float = 1.0,
+             prompt: list[int] | None = None, generator: torch.Generator | None = None,
+             order: str = "confidence") -> list[int]:
+    """``length`` new token ids after ``prompt``; only text tokens (no specials) are ever produced.
+
+    ``order`` picks which masked positions are revealed at each step: the model's most confident
+    predictions ("confidence"), or uniformly random ones ("random", the MDLM ancestral sampler).
+    """
     if length < 0 or steps < 1:
         raise ValueError("length must be >= 0 and steps >= 1")
+    if order not in ("confidence", "random"):
+        raise ValueError(f"order must be 'confidence' or 'random', got {order!r}")
     model.eval()
     device = next(model.parameters()).device
     block = model.config.block_size
@@ -59,6 +66,8 @@ def generate(model, *, length: int, mask_id: int, text_vocab_size: int, steps: i
             n_reveal = len(pos) if s == steps - 1 else max(0, round(new * (s + 1) / steps) - (new - len(pos)))
             if n_reveal == 0:
                 continue
+            if order == "random":
+                conf = torch.rand(len(pos), generator=generator, device=device)
             top = conf.topk(min(n_reveal, len(pos))).indices
             x[0, pos[top]] = ids[top]
             masked[pos[top]] = False
@@ -66,8 +75,8 @@ def generate(model, *, length: int, mask_id: int, text_vocab_size: int, steps: i
     return seq[len(prompt or []):target]
 
 
-def sample_text(model, meta, tokenizer, *, length: int = 200, steps: int = 16, seed: int = 0,
-                temperature: float = 1.0, prompt: str = "") -> str:
+def sample_text(model, meta, tokenizer, *, length: int = 200, steps: int = 32, seed: int = 0,
+                temperature: float = 1.0, prompt: str = "", order: str = "confidence") -> str:
     """Decoded text of :func:`generate` (prompt included)."""
     from mmengine.modes import STREAM_SAMPLE
 
@@ -77,7 +86,7 @@ def sample_text(model, meta, tokenizer, *, length: int = 200, steps: int = 16, s
     g.manual_seed(seed * 1000 + STREAM_SAMPLE)
     prompt_ids = list(tokenizer.encode(prompt)) if prompt else []
     ids = generate(model, length=length, mask_id=meta.mask_id, text_vocab_size=meta.text_vocab_size, steps=steps,
-                   temperature=temperature, prompt=prompt_ids, generator=g)
+                   temperature=temperature, prompt=prompt_ids, generator=g, order=order)
     return tokenizer.decode(prompt_ids + ids)
 
 
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=200, help="tokens to generate")
     p.add_argument("--steps", type=int, default=32, help="unmasking steps per chunk (a chunk is half a block of new tokens)")
     p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature")
+    p.add_argument("--order", choices=("random", "confidence"), default="random",
+                   help="reveal random masked positions (MDLM ancestral sampling) or the most confident first")
     p.add_argument("--prompt", default="", help="text the sample continues")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1)
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.checkpoint} is a {model.config.mode.value} checkpoint; sampling needs a language model")
         for i in range(args.num_samples):
             print(sample_text(model, meta, tok, length=args.length, steps=args.steps, seed=args.seed + i,
-                              temperature=args.temperature, prompt=args.prompt))
+                              temperature=args.temperature, prompt=args.prompt, order=args.order))
             if i + 1 < args.num_samples:
                 print("---")
     except (CheckpointError, ValueError, OSError) as e:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__" and "torch" not in sys.modules:
+    # OpenMP threads that spin while they wait collapse when the cores are shared with anything else
+    # (quickstart model on a busy 2-core machine: 480 ms/step spinning, 72 ms/step passive). Read once
+    # when torch loads, so only the command line sets it; OMP_WAIT_POLICY=ACTIVE in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -589,7 +596,8 @@ def train(cfg: Config) -> TrainResult:
 
             result.sample = sample_text(trainer.raw_model, trainer.meta, trainer.data.tokenizer,
                                         length=cfg.log.sample_tokens, steps=max(1, cfg.log.sample_steps),
-                                        temperature=cfg.log.sample_temperature, seed=cfg.run.seed)
+                                        temperature=cfg.log.sample_temperature, order=cfg.log.sample_order,
+                                        seed=cfg.run.seed)
         return result
     finally:
         D.cleanup(trainer.info)
@@ -608,11 +616,8 @@ def _main(argv: list[str]) -> int:
         print("\n--- sample (iterative unmasking) ---")
         print(result.sample)
         print("------------------------------------")
-    if result.checkpoint is not None and (D.DistInfo().is_main):
-        import os
-
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"checkpoint: {result.checkpoint} ({result.iter_num} iterations, {time.perf_counter() - t0:.0f} s)")
+    if result.checkpoint is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {result.checkpoint} ({result.iter_num} iterations, {time.perf_counter() - t0:.0f} s)")
     return 0
 
 

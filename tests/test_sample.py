@@ -30,15 +30,17 @@ def test_generate_text_ids_of_any_length_seeded(lm):
     from mmengine.sample import generate, load_for_sampling
 
     model, meta, tok = load_for_sampling(lm)
-    def gen(seed, length=80, steps=4, prompt=None):
+    def gen(seed, length=80, steps=4, prompt=None, order="confidence"):
         g = torch.Generator().manual_seed(seed)
         return generate(model, length=length, mask_id=meta.mask_id, text_vocab_size=meta.text_vocab_size,
-                        steps=steps, prompt=prompt, generator=g)
+                        steps=steps, prompt=prompt, generator=g, order=order)
     a = gen(0)
     assert len(a) == 80 > model.config.block_size  # longer than the context: made chunk by chunk
     assert all(0 <= i < meta.text_vocab_size for i in a)  # never [MASK] or another special id
     assert a == gen(0) and a != gen(1)
-    assert len(gen(0, length=5, steps=16, prompt=tok.encode("ROMEO:"))) == 5  # more steps than tokens
+    assert len(gen(0, length=5, steps=16, prompt=tok.encode("the "))) == 5  # more steps than tokens
+    r = gen(0, order="random")
+    assert len(r) == 80 and r == gen(0, order="random") and max(r) < meta.text_vocab_size
 
 
 def test_causal_model_samples_autoregressively():
