@@ -275,7 +275,7 @@ class MLP(nn.Module):
     def __init__(self, config: "GPTConfig"):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()  # exact (erf) GELU, as GPT-2 checkpoints were trained with
+        self.gelu = nn.GELU()  # exact (erf) GELU, as nanoGPT and the checkpoints this model loads use
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 

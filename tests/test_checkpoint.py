@@ -334,11 +334,16 @@ def test_missing_attention_type_means_causal(tmp_path):
     torch.testing.assert_close(loaded(x, torch.zeros_like(x))[0], writer(x, torch.zeros_like(x))[0], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("use_rope", [True, False])
-def test_missing_use_rope_is_inferred_from_the_weights(tmp_path, use_rope):
-    writer = model("sequence_scorer", use_rope=use_rope)
-    loaded = load_model(legacy_file(tmp_path, writer, writer.config.to_dict(), drop=("use_rope",)))
-    assert loaded.config.use_rope is use_rope
+@pytest.mark.parametrize("mode, key, value", [
+    ("sequence_scorer", "use_rope", True),  # no transformer.wpe.weight: RoPE
+    ("sequence_scorer", "use_rope", False),  # transformer.wpe.weight: learned positions (nanoGPT)
+    ("token_classifier", "bias", True),  # LayerNorm bias keys present
+    ("token_classifier", "bias", False),
+])
+def test_missing_use_rope_and_bias_are_inferred_from_the_weights(tmp_path, mode, key, value):
+    writer = model(mode, **{key: value})
+    loaded = load_model(legacy_file(tmp_path, writer, writer.config.to_dict(), drop=(key,)))
+    assert getattr(loaded.config, key) is value
     torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
 
 
@@ -348,14 +353,6 @@ def test_older_position_encoding_key(tmp_path, position_encoding, use_rope):
     args = dict(writer.config.to_dict(), position_encoding=position_encoding, ignore_index=-100)
     loaded = load_model(legacy_file(tmp_path, writer, args, drop=("use_rope",)))
     assert loaded.config.use_rope is use_rope
-    torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
-
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_missing_bias_is_inferred_from_layernorm_keys(tmp_path, bias):
-    writer = model("token_classifier", bias=bias)
-    loaded = load_model(legacy_file(tmp_path, writer, writer.config.to_dict(), drop=("bias",)))
-    assert loaded.config.bias is bias
     torch.testing.assert_close(logits(loaded), logits(writer), rtol=0, atol=0)
 
 
