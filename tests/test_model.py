@@ -270,6 +270,29 @@ def test_model_sdpa_and_eager_paths_agree(mode, use_rope):
             torch.testing.assert_close(a(idx, lengths=lens)[0], b(idx, lengths=lens)[0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend, sdpa_calls", [("auto", 2), ("torch", 2), ("eager", 0)])
+def test_cpu_attention_is_sdpa_on_rotated_queries_and_keys(monkeypatch, backend, sdpa_calls):
+    m = model("token_classifier", attention_backend=backend)  # n_layer=2
+    idx = tokens()
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        calls.append((q, k))
+        return real(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    m(idx)
+    assert len(calls) == sdpa_calls
+    if calls:  # RoPE comes before SDPA: the queries it gets are the rotated ones
+        block = m.transformer.h[0]
+        x = m.transformer.wte(idx)
+        q, k, _ = block.attn.c_attn(block.ln_1(x)).split(32, dim=2)
+        q = q.view(3, T, 2, 16).transpose(1, 2)
+        cos, sin = rope_cos_sin(T, 16)
+        torch.testing.assert_close(calls[0][0], apply_rope(q, cos, sin))
+
+
 def test_causal_model_ignores_the_future_and_bidirectional_does_not():
     idx = tokens(B=1)
     changed = idx.clone()
