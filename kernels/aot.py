@@ -133,9 +133,17 @@ def cuobjdump_path() -> Path:
 
 
 def _parse_cuobjdump(text: str, kernel: str) -> dict:
-    """REG/STACK/SHARED/LOCAL of ``kernel`` from ``cuobjdump --dump-resource-usage`` output."""
+    """REG/STACK/SHARED/LOCAL of ``kernel`` from ``cuobjdump --dump-resource-usage`` output.
+
+    The output lists a ``Function <name>:`` header per kernel followed by its resource line;
+    only the line under ``kernel``'s own header is read.
+    """
+    in_kernel = False
     for line in text.splitlines():
-        if "REG:" in line and ("Function " + kernel) in text:
+        header = re.match(r"\s*Function (\S+):", line)
+        if header:
+            in_kernel = header.group(1) == kernel
+        elif in_kernel and "REG:" in line:
             fields = dict(re.findall(r"([A-Z]+):(\d+)", line))
             return {k: int(fields.get(k, 0)) for k in ("REG", "STACK", "SHARED", "LOCAL")}
     raise RuntimeError(f"cuobjdump printed no resource line for {kernel}:\n{text}")
@@ -167,7 +175,8 @@ def compile_spec(spec: KernelSpec, arch: int) -> ResourceUsage:
     res = _parse_cuobjdump(out, spec.kernel)
     return ResourceUsage(
         kernel=spec.kernel, config=spec.label, target=f"sm_{arch}", registers=res["REG"],
-        shared_bytes=max(res["SHARED"], int(compiled.metadata.shared)), local_bytes=res["LOCAL"],
+        # A block gets its static shared memory (cuobjdump) plus the dynamic amount Triton launches with.
+        shared_bytes=res["SHARED"] + int(compiled.metadata.shared), local_bytes=res["LOCAL"],
         stack_bytes=res["STACK"], shared_limit=SHARED_LIMIT[arch],
     )
 

@@ -26,6 +26,13 @@ Resource usage:
   REG:168 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:512 TEXTURE:0 SURFACE:0 SAMPLER:0
 """
     assert aot._parse_cuobjdump(text, "_attn_fwd") == {"REG": 168, "STACK": 0, "SHARED": 0, "LOCAL": 0}
+    # With several kernels in one cubin each one's own line is read, not the first one printed.
+    two = text + """ Function _attn_bwd_dq:
+  REG:200 STACK:16 SHARED:1024 LOCAL:8 CONSTANT[0]:512
+"""
+    assert aot._parse_cuobjdump(two, "_attn_bwd_dq") == {"REG": 200, "STACK": 16, "SHARED": 1024, "LOCAL": 8}
+    with pytest.raises(RuntimeError, match="_attn_bwd_dkdv"):
+        aot._parse_cuobjdump(two, "_attn_bwd_dkdv")
 
 
 def test_cuobjdump_ships_with_triton():
