@@ -49,8 +49,8 @@ def _weighted_ce_kernel(
     cols0 = tl.arange(0, BLOCK_C)
     row_in = rows < N
     t = tl.load(TARGETS + rows, mask=row_in, other=ignore_index)
-    # Out-of-range targets are treated as ignored instead of reading out of bounds
-    # (the launcher rejects them whenever checking is free, i.e. on CPU).
+    # Out-of-range targets are treated as ignored instead of reading out of bounds (the launcher
+    # rejects them: an IndexError on CPU, a device-side assertion on CUDA).
     valid = row_in & (t != ignore_index) & (t >= 0) & (t < C)
     t_safe = tl.where(valid, t, 0)
     if HAS_WEIGHT:
@@ -126,14 +126,23 @@ def _check_inputs(logits, targets, ignore_index, reduction):
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
     if logits.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise TypeError(f"class_weighted_cross_entropy needs fp16, bf16 or fp32 logits, got {logits.dtype}.")
-    if not logits.is_cuda:
-        # Checking the range reads the targets on the host: free on CPU, a sync on CUDA.
-        bad = (targets != ignore_index) & ((targets < 0) | (targets >= logits.shape[1]))
-        if bool(bad.any()):
-            raise IndexError(
-                f"class_weighted_cross_entropy: target {int(targets[bad][0])} is out of range for "
-                f"{logits.shape[1]} classes (and is not ignore_index={ignore_index})."
-            )
+
+
+def _check_target_range(targets, num_classes, ignore_index):
+    """Targets outside [0, C) that are not ignore_index are an error, as in ``F.cross_entropy``.
+
+    On CPU the check reads the targets (free there) and raises IndexError. On CUDA reading them
+    would be a host sync, so it is a device-side assertion instead, which, like PyTorch's own
+    out-of-range check, surfaces at a later synchronisation.
+    """
+    bad = (targets != ignore_index) & ((targets < 0) | (targets >= num_classes))
+    if targets.is_cuda:
+        torch._assert_async(~bad.any(), "class_weighted_cross_entropy: a target is out of range for the logits.")
+    elif bool(bad.any()):
+        raise IndexError(
+            f"class_weighted_cross_entropy: target {int(targets[bad][0])} is out of range for "
+            f"{num_classes} classes (and is not ignore_index={ignore_index})."
+        )
 
 
 def cross_entropy_forward(logits, targets, weight=None, *, ignore_index=-1, reduction="mean", compute_grad=True):
@@ -144,6 +153,7 @@ def cross_entropy_forward(logits, targets, weight=None, *, ignore_index=-1, redu
     """
     _check_inputs(logits, targets, ignore_index, reduction)
     N, C = logits.shape
+    _check_target_range(targets, C, ignore_index)
     if logits.stride(1) != 1:
         logits = logits.contiguous()
     targets = targets.contiguous()

@@ -2,6 +2,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from mmengine.kernels import (
     balanced_class_weights,
@@ -155,3 +157,78 @@ def test_empty_batch(reduction):
     loss = class_weighted_cross_entropy(logits, targets, reduction=reduction)
     ref = F.cross_entropy(logits, targets, reduction=reduction)
     torch.testing.assert_close(loss, ref, equal_nan=True)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_loss_used_twice_accumulates_grad_output(reduction):
+    # Autograd sums the upstream gradients of both uses (2 + 3 = 5, per row for "none") before
+    # calling backward once; the stored gradient must be scaled by that sum.
+    logits, targets = make_inputs(19, 6, torch.float32, seed=11)
+    loss = class_weighted_cross_entropy(logits, targets, "balanced", reduction=reduction)
+    (grad,) = torch.autograd.grad((2 * loss + 3 * loss).sum(), logits)
+    x64 = logits.detach().double().requires_grad_()
+    ref = class_weighted_cross_entropy_reference(x64, targets, "balanced", reduction=reduction)
+    (ref_grad,) = torch.autograd.grad(5 * ref.sum(), x64)
+    torch.testing.assert_close(grad.double(), ref_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_user_weights_summing_to_zero_match_pytorch():
+    # Every valid row has weight 0: "mean" is 0 / 0, NaN, and so is the valid rows' gradient.
+    logits, targets = make_inputs(12, 3, torch.float32, classes=[0, 1], ignore_every=3)
+    weight = torch.tensor([0.0, 0.0, 1.0])
+    loss = class_weighted_cross_entropy(logits, targets, weight)
+    (grad,) = torch.autograd.grad(loss, logits)
+    ref = F.cross_entropy(logits, targets, weight=weight, ignore_index=-1)
+    (ref_grad,) = torch.autograd.grad(ref, logits)
+    assert torch.isnan(loss) and torch.isnan(ref)
+    torch.testing.assert_close(grad, ref_grad, equal_nan=True)
+
+
+@pytest.mark.parametrize("C,dtype", [(4097, torch.float32), (50304, torch.float32), (50304, torch.bfloat16)])
+def test_vocabularies_wider_than_one_block(C, dtype):
+    # Every C up to 4096 fits one column block; only wider rows exercise the online
+    # log-sum-exp across blocks (C = 4097: a second block with a single column).
+    logits, targets = make_inputs(3, C, dtype, seed=C, ignore_every=0)
+    targets[0] = C - 1  # the target in the last, partial block
+    logits.data[1, C - 1] += 20.0  # the row maximum there too, found only in the last block
+    check(logits, targets, None, "mean", dtype)
+
+
+def test_no_softmax_sized_buffer(monkeypatch):
+    # Outside the kernel launch (where the interpreter stages its own copies), forward and
+    # backward allocate exactly one logits-sized tensor: the gradient, scaled in place.
+    from mmengine.kernels import cross_entropy as ce_module
+
+    N, C = 16, 300
+    big = []
+    recording = [True]
+
+    class Allocations(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if recording[0]:
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() >= N * C * 4:
+                        big.append((func.__name__, t.untyped_storage().data_ptr()))
+            return out
+
+    launch = ce_module._weighted_ce_kernel
+
+    class Paused:
+        def __getitem__(self, grid):
+            def run(*args, **kwargs):
+                recording[0] = False
+                try:
+                    return launch[grid](*args, **kwargs)
+                finally:
+                    recording[0] = True
+            return run
+
+    monkeypatch.setattr(ce_module, "_weighted_ce_kernel", Paused())
+    logits, targets = make_inputs(N, C, torch.float32)
+    with Allocations():
+        loss = class_weighted_cross_entropy(logits, targets, "balanced")
+        (grad,) = torch.autograd.grad(loss, logits, torch.tensor(0.5))
+    new = {ptr for _, ptr in big if ptr != logits.untyped_storage().data_ptr()}
+    assert len(new) == 1 and grad.untyped_storage().data_ptr() in new, big
