@@ -41,6 +41,8 @@ from ._runtime import check_runnable, interpreting
 _INTERPRET = interpreting()
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+# Scores are kept in log2 units (s * log2(e)) so that the kernels use exp2.
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,14 +84,21 @@ def _store_unrotated(
 
 
 @triton.jit
-def _seq_len(LENGTHS, b, T, HAS_LENGTHS: tl.constexpr):
-    """Valid length of sequence b, clamped to [0, T]."""
+def _program_coords(LENGTHS, H, T, HAS_LENGTHS: tl.constexpr):
+    """(block index, b * H + h, b, h, valid length of sequence b clamped to [0, T]) of this program.
+
+    Every attention kernel runs on a (T blocks, B * H) grid.
+    """
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
     if HAS_LENGTHS:
-        n = tl.load(LENGTHS + b)
-        n = tl.minimum(tl.maximum(n, 0), T)
+        seq_len = tl.load(LENGTHS + b)
+        seq_len = tl.minimum(tl.maximum(seq_len, 0), T)
     else:
-        n = T
-    return n
+        seq_len = T
+    return pid, pid_bh, b, h, seq_len
 
 
 @triton.jit
@@ -109,11 +118,7 @@ def _attn_fwd(
     # One program = BLOCK_M query rows of one (b, h). Invariant after each key block:
     # m_i = running row max of the scores (log2 units), l_i = sum of exp2(s - m_i),
     # acc = sum of exp2(s - m_i) * v; so o = acc / l_i and lse = m_i + log2(l_i) at the end.
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    seq_len = _seq_len(LENGTHS, b, T, HAS_LENGTHS)
+    pid_m, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T, HAS_LENGTHS)
     HALF: tl.constexpr = HEAD_DIM // 2
 
     Q += b * stride_qb + h * stride_qh
@@ -130,7 +135,7 @@ def _attn_fwd(
     row_valid = offs_m < seq_len
 
     # Fold sm_scale and log2(e) into q once so the inner loop uses exp2 directly.
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     q1, q2 = _load_rotated(Q, offs_m, offs_h, in_seq, stride_qt, COS, SIN, stride_ct, HALF)
     q1 = (q1 * qk_scale).to(Q.dtype.element_ty)
     q2 = (q2 * qk_scale).to(Q.dtype.element_ty)
@@ -213,11 +218,7 @@ def _attn_bwd_dkdv(
 ):
     # One program = BLOCK_N keys of one (b, h); loops over the query blocks that can see them.
     # dv = P^T @ do,  dk_rot = sm_scale * dS^T @ q_rot,  dS = P * (dP - delta),  dP = do @ v^T.
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    seq_len = _seq_len(LENGTHS, b, T, HAS_LENGTHS)
+    pid_n, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T, HAS_LENGTHS)
     HALF: tl.constexpr = HEAD_DIM // 2
 
     Q += b * stride_qb + h * stride_qh
@@ -235,7 +236,7 @@ def _attn_bwd_dkdv(
     offs_d = tl.arange(0, HEAD_DIM)
     in_seq = offs_n < T
     key_valid = offs_n < seq_len
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
 
     k1, k2 = _load_rotated(K, offs_n, offs_h, key_valid, stride_kt, COS, SIN, stride_ct, HALF)
     k1 = k1.to(K.dtype.element_ty)
@@ -294,11 +295,7 @@ def _attn_bwd_dq(
 ):
     # One program = BLOCK_M query rows of one (b, h); loops over the key blocks they see.
     # dq_rot = sm_scale * dS @ k_rot.
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    seq_len = _seq_len(LENGTHS, b, T, HAS_LENGTHS)
+    pid_m, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T, HAS_LENGTHS)
     HALF: tl.constexpr = HEAD_DIM // 2
 
     Q += b * stride_qb + h * stride_qh
@@ -315,7 +312,7 @@ def _attn_bwd_dq(
     offs_d = tl.arange(0, HEAD_DIM)
     in_seq = offs_m < T
     row_valid = offs_m < seq_len
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
 
     q1, q2 = _load_rotated(Q, offs_m, offs_h, row_valid, stride_qt, COS, SIN, stride_ct, HALF)
     q1 = q1.to(Q.dtype.element_ty)
@@ -424,14 +421,20 @@ def _last_dim_contiguous(x):
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _kernel_operands(q, k, v, cos, sin, lengths, sm_scale):
+    """What the kernels index: q, k, v with unit last stride (any other strides), contiguous
+    cos/sin, int32 lengths or None, and the resolved softmax scale."""
+    sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
+    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
+    len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous() if lengths is not None else None
+    return q, k, v, cos.contiguous(), sin.contiguous(), len32, sm_scale
+
+
 def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_scale=None):
     """Launch the forward kernel. Returns (o (B, H, T, D) like q, lse (B, H, T) fp32, base 2)."""
     _check_inputs(q, k, v, cos, sin, lengths)
     B, H, T, D = q.shape
-    sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
-    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
-    cos, sin = cos.contiguous(), sin.contiguous()
-    len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous() if lengths is not None else None
+    q, k, v, cos, sin, len32, sm_scale = _kernel_operands(q, k, v, cos, sin, lengths, sm_scale)
     # o laid out as (B, T, H, D) and viewed as (B, H, T, D): a model's transpose back to
     # (B, T, H*D) is then a free view instead of a copy.
     o = torch.empty((B, T, H, D), dtype=q.dtype, device=q.device).transpose(1, 2)
@@ -461,11 +464,8 @@ def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, leng
     B, H, T, D = q.shape
     if q.numel() == 0:
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
-    q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
-    cos, sin = cos.contiguous(), sin.contiguous()
+    q, k, v, cos, sin, len32, sm_scale = _kernel_operands(q, k, v, cos, sin, lengths, sm_scale)
     do = _last_dim_contiguous(do)
-    len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous() if lengths is not None else None
     len_arg = len32 if len32 is not None else q
 
     delta = torch.empty_like(lse)  # (B, H, T) fp32

@@ -1,6 +1,7 @@
 """rope_attention (Triton, run by the interpreter on CPU) against the eager reference in float64."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,79 @@ def test_empty_sequence():
     assert o.shape == (2, 1, 0, 16)
     (g,) = torch.autograd.grad(o.sum(), q)
     assert g.shape == q.shape
+
+
+# --------------------------------------------------------------------------------------------
+# Randomised cases against a second, independent float64 reference
+# --------------------------------------------------------------------------------------------
+
+
+def explicit_rotation_attention(q, k, v, theta, causal, lengths, sm_scale):
+    """Attention written from scratch, sharing nothing with the package's reference.
+
+    RoPE as an explicit rotation of each pair (i, i + D/2) by theta[t, i]; each sequence is cut
+    to its valid length and attended densely, padded rows are left at zero. float64 throughout.
+    """
+    B, H, T, D = q.shape
+    half = D // 2
+    c, s = theta.cos(), theta.sin()  # (T, D/2)
+
+    def rotate(x):  # the pair (x_i, x_{i+D/2}) as a 2-vector, turned by theta
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat((c * x1 - s * x2, s * x1 + c * x2), dim=-1)
+
+    qr, kr = rotate(q), rotate(k)
+    rows = []
+    for b in range(B):
+        n = T if lengths is None else max(0, min(int(lengths[b]), T))
+        out = torch.zeros(H, T, D, dtype=q.dtype)
+        if n:
+            scores = torch.einsum("hid,hjd->hij", qr[b, :, :n], kr[b, :, :n]) * sm_scale  # (H, n, n)
+            if causal:
+                future = torch.ones(n, n, dtype=torch.bool).triu(1)
+                scores = scores.masked_fill(future, float("-inf"))
+            out = torch.cat((torch.einsum("hij,hjd->hid", scores.softmax(-1), v[b, :, :n]),
+                             torch.zeros(H, T - n, D, dtype=q.dtype)), dim=1)
+        rows.append(out)
+    return torch.stack(rows)  # (B, H, T, D)
+
+
+def random_cases(seed, count):
+    rng = np.random.default_rng([seed, 5])
+    cases = []
+    for i in range(count):
+        B, H = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        T = int(rng.integers(1, 71))
+        D = int(rng.choice([16, 32]))
+        causal = bool(rng.integers(0, 2))
+        # None, or per-sequence lengths drawn from {1, T, anything in between}
+        lengths = None
+        if rng.random() < 0.75:
+            lengths = [int(rng.choice([1, T, int(rng.integers(1, T + 1))])) for _ in range(B)]
+        cases.append((i, B, H, T, D, causal, lengths))
+    return cases
+
+
+@pytest.mark.parametrize("i,B,H,T,D,causal,lengths", random_cases(seed=2024, count=6))
+def test_random_cases_against_explicit_rotation(i, B, H, T, D, causal, lengths):
+    gen = torch.Generator().manual_seed(100 + i)
+    q, k, v = (torch.randn(B, H, T, D, generator=gen, dtype=torch.float64) for _ in range(3))
+    # Arbitrary angles (not a RoPE frequency ladder) so that a wrong sign or transpose shows
+    # at every position, including t = 0 where real tables are the identity.
+    theta = torch.rand(T, D // 2, generator=gen, dtype=torch.float64) * 2 * math.pi
+    cos, sin = torch.cat((theta, theta), dim=-1).cos().float(), torch.cat((theta, theta), dim=-1).sin().float()
+    do = torch.randn(B, H, T, D, generator=gen, dtype=torch.float64)
+    lens = torch.tensor(lengths) if lengths is not None else None
+    sm_scale = 1.0 / math.sqrt(D)
+
+    x32 = [x.float().requires_grad_() for x in (q, k, v)]
+    o = rope_attention(*x32, cos, sin, causal=causal, lengths=lens)
+    grads = torch.autograd.grad(o, x32, do.float())
+
+    x64 = [x.float().double().requires_grad_() for x in (q, k, v)]  # the kernel's exact inputs
+    ref = explicit_rotation_attention(*x64, theta.float().double(), causal, lengths, sm_scale)
+    ref_grads = torch.autograd.grad(ref, x64, do.float().double())
+
+    assert_close(o, ref, torch.float32, "o")
+    for name, g, r in zip(("dq", "dk", "dv"), grads, ref_grads):
+        assert_close(g, r, torch.float32, name)
