@@ -87,10 +87,12 @@ def _store_unrotated(
 def _program_coords(LENGTHS, H, T, HAS_LENGTHS: tl.constexpr):
     """(block index, b * H + h, b, h, valid length of sequence b clamped to [0, T]) of this program.
 
-    Every attention kernel runs on a (T blocks, B * H) grid.
+    Every attention kernel runs on a (B * H, T blocks) grid: B * H goes on the first axis, whose
+    limit is 2**31 - 1 (the second one's is 65535). pid_bh, b and h are int64 so that the head
+    offsets (b * stride_b, pid_bh * T) cannot overflow on tensors of 2**31 elements or more.
     """
-    pid = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(0).to(tl.int64)
+    pid = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     if HAS_LENGTHS:
@@ -186,8 +188,8 @@ def _attn_bwd_preprocess(
 ):
     # delta_i = sum_d o_id * do_id = sum_j p_ij * dp_ij, the softmax-backward row term.
     # Rows of padded queries have o = 0, hence delta = 0. DELTA is (B*H, T).
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh = tl.program_id(0).to(tl.int64)  # grid and int64 offsets as in _program_coords
+    pid_m = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -442,7 +444,7 @@ def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_
     if o.numel() == 0:  # nothing to launch (Triton rejects empty grids)
         return o, lse
     block_m, block_n, warps, stages = attention_config("fwd", D, q.element_size())
-    grid = (triton.cdiv(T, block_m), B * H)
+    grid = (B * H, triton.cdiv(T, block_m))
     _attn_fwd[grid](
         q, k, v, cos, sin, len32 if len32 is not None else q, o, lse,
         sm_scale,
@@ -469,7 +471,7 @@ def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, leng
     len_arg = len32 if len32 is not None else q
 
     delta = torch.empty_like(lse)  # (B, H, T) fp32
-    _attn_bwd_preprocess[(triton.cdiv(T, PREPROCESS_BLOCK_M), B * H)](
+    _attn_bwd_preprocess[(B * H, triton.cdiv(T, PREPROCESS_BLOCK_M))](
         o, do, delta,
         o.stride(0), o.stride(1), o.stride(2),
         do.stride(0), do.stride(1), do.stride(2),
@@ -491,7 +493,7 @@ def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, leng
     flags = dict(HEAD_DIM=D, HALF_PAD=_half_pad(D), CAUSAL=bool(causal), HAS_LENGTHS=lengths is not None)
 
     block_m, block_n, warps, stages = attention_config("dkdv", D, q.element_size())
-    _attn_bwd_dkdv[(triton.cdiv(T, block_n), B * H)](
+    _attn_bwd_dkdv[(B * H, triton.cdiv(T, block_n))](
         q, k, v, cos, sin, len_arg, do, lse, delta, dk, dv, *common,
         dk.stride(0), dk.stride(1), dk.stride(2),
         dv.stride(0), dv.stride(1), dv.stride(2),
@@ -499,7 +501,7 @@ def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, leng
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **flags,
     )
     block_m, block_n, warps, stages = attention_config("dq", D, q.element_size())
-    _attn_bwd_dq[(triton.cdiv(T, block_m), B * H)](
+    _attn_bwd_dq[(B * H, triton.cdiv(T, block_m))](
         q, k, v, cos, sin, len_arg, do, lse, delta, dq, *common,
         dq.stride(0), dq.stride(1), dq.stride(2),
         H, T,
