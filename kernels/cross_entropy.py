@@ -202,10 +202,7 @@ class ClassWeightedCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, targets, weight, ignore_index, reduction):
-        loss, grad = cross_entropy_forward(
-            logits, targets, weight, ignore_index=ignore_index, reduction=reduction,
-            compute_grad=logits.requires_grad,
-        )
+        loss, grad = cross_entropy_forward(logits, targets, weight, ignore_index=ignore_index, reduction=reduction)
         ctx.grad = grad
         ctx.reduction = reduction
         return loss
@@ -237,4 +234,10 @@ def class_weighted_cross_entropy(logits, targets, weight=None, *, ignore_index=-
         ``F.cross_entropy(logits, targets, weight=w, ignore_index=ignore_index, reduction=reduction)``.
         Use it as the LM loss with ``weight=None``.
     """
+    if not (torch.is_grad_enabled() and logits.requires_grad):
+        # Evaluation (or logits that need no gradient): skip the logits-sized gradient buffer.
+        loss, _ = cross_entropy_forward(
+            logits, targets, weight, ignore_index=ignore_index, reduction=reduction, compute_grad=False
+        )
+        return loss
     return ClassWeightedCrossEntropyFunction.apply(logits, targets, weight, ignore_index, reduction)

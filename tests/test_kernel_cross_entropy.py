@@ -195,13 +195,15 @@ def test_vocabularies_wider_than_one_block(C, dtype):
     check(logits, targets, None, "mean", dtype)
 
 
-def test_no_softmax_sized_buffer(monkeypatch):
-    # Outside the kernel launch (where the interpreter stages its own copies), forward and
-    # backward allocate exactly one logits-sized tensor: the gradient, scaled in place.
+def logits_sized_allocations(monkeypatch, fn, N, C):
+    """Storages of at least N x C fp32 that fn allocates outside the kernel launch.
+
+    The launch itself is not watched: there the interpreter stages its own copies of the
+    arguments, which a GPU does not.
+    """
     from mmengine.kernels import cross_entropy as ce_module
 
-    N, C = 16, 300
-    big = []
+    big = set()
     recording = [True]
 
     class Allocations(TorchDispatchMode):
@@ -210,7 +212,7 @@ def test_no_softmax_sized_buffer(monkeypatch):
             if recording[0]:
                 for t in tree_flatten(out)[0]:
                     if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() >= N * C * 4:
-                        big.append((func.__name__, t.untyped_storage().data_ptr()))
+                        big.add(t.untyped_storage().data_ptr())
             return out
 
     launch = ce_module._weighted_ce_kernel
@@ -226,9 +228,30 @@ def test_no_softmax_sized_buffer(monkeypatch):
             return run
 
     monkeypatch.setattr(ce_module, "_weighted_ce_kernel", Paused())
-    logits, targets = make_inputs(N, C, torch.float32)
     with Allocations():
+        result = fn()
+    return big, result
+
+
+def test_no_softmax_sized_buffer(monkeypatch):
+    # Forward and backward allocate exactly one logits-sized tensor: the gradient, scaled in place.
+    N, C = 16, 300
+    logits, targets = make_inputs(N, C, torch.float32)
+
+    def step():
         loss = class_weighted_cross_entropy(logits, targets, "balanced")
-        (grad,) = torch.autograd.grad(loss, logits, torch.tensor(0.5))
-    new = {ptr for _, ptr in big if ptr != logits.untyped_storage().data_ptr()}
-    assert len(new) == 1 and grad.untyped_storage().data_ptr() in new, big
+        return torch.autograd.grad(loss, logits, torch.tensor(0.5))[0]
+
+    big, grad = logits_sized_allocations(monkeypatch, step, N, C)
+    assert big - {logits.untyped_storage().data_ptr()} == {grad.untyped_storage().data_ptr()}
+
+
+def test_no_gradient_buffer_without_grad_mode(monkeypatch):
+    # Evaluation under no_grad: logits that require grad must not get a gradient buffer.
+    N, C = 16, 300
+    logits, targets = make_inputs(N, C, torch.float32)
+    with torch.no_grad():
+        big, loss = logits_sized_allocations(monkeypatch, lambda: class_weighted_cross_entropy(logits, targets), N, C)
+    assert big - {logits.untyped_storage().data_ptr()} == set()
+    assert loss.grad_fn is None
+    torch.testing.assert_close(loss, F.cross_entropy(logits.detach(), targets, ignore_index=-1))
