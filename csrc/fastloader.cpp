@@ -13,8 +13,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <mutex>
-#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -98,80 +96,35 @@ int resolve_threads(int threads, int64_t work, int64_t parallel_min, int64_t uni
     return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
 }
 
-// Output buffers for the batch arrays, recycled.
-//
-// A training loop asks for same-sized (B, T) outputs every step. Fresh allocations of that size
-// (a few hundred KB and up) come from mmap or from a heap top that glibc trims on free, so every
-// batch would page-fault its output in again, which costs several times the copy itself. The
-// pool keeps up to kPoolMaxBuffers freed buffers (kPoolMaxBytes in all) and hands one of exactly
-// the requested size back; the numpy array owns its buffer through a capsule whose destructor
-// returns it to the pool. Accessed with the GIL held (allocation and capsule destruction both
-// happen under it); the mutex only makes that independent of the caller.
-class BufferPool {
-   public:
-    static BufferPool& instance() {
-        static BufferPool* pool = new BufferPool();  // never destroyed: capsules may outlive statics
-        return *pool;
-    }
-    void* acquire(size_t bytes) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            for (size_t i = 0; i < free_.size(); ++i) {
-                if (free_[i].second == bytes) {
-                    void* p = free_[i].first;
-                    cached_ -= bytes;
-                    free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
-                    return p;
-                }
-            }
-        }
-        return ::operator new(std::max<size_t>(bytes, 1), std::align_val_t{64});
-    }
-    void release(void* p, size_t bytes) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (bytes <= kPoolMaxBytes) {
-                // evict the oldest until the newcomer fits
-                while (!free_.empty() &&
-                       (free_.size() >= kPoolMaxBuffers || cached_ + bytes > kPoolMaxBytes)) {
-                    ::operator delete(free_.front().first, std::align_val_t{64});
-                    cached_ -= free_.front().second;
-                    free_.erase(free_.begin());
-                }
-                free_.emplace_back(p, bytes);
-                cached_ += bytes;
-                return;
-            }
-        }
-        ::operator delete(p, std::align_val_t{64});
-    }
-
-   private:
-    static constexpr size_t kPoolMaxBuffers = 16;
-    static constexpr size_t kPoolMaxBytes = size_t{256} << 20;
-    std::mutex mutex_;
-    std::vector<std::pair<void*, size_t>> free_;
-    size_t cached_ = 0;
-};
-
-struct PooledBuffer {
-    void* data;
-    size_t bytes;
-};
-
-// (rows, cols) C-contiguous array of T on a pooled buffer, handed to numpy without a copy.
+// (rows, cols) C-contiguous output, allocated by numpy (which checks the size for overflow) and
+// filled in place by the loops, so it reaches Python without a copy. (A pool that recycled
+// freed outputs was tried and measured: no faster on B=64, T=1024, since glibc's dynamic mmap
+// threshold already serves repeated same-size requests from the heap.)
 template <typename T>
 py::array_t<T> new_2d(int64_t rows, int64_t cols) {
-    const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * sizeof(T);
-    auto* buf = new PooledBuffer{BufferPool::instance().acquire(bytes), bytes};
-    py::capsule owner(buf, [](void* b) {
-        auto* pb = static_cast<PooledBuffer*>(b);
-        BufferPool::instance().release(pb->data, pb->bytes);
-        delete pb;
-    });
-    return py::array_t<T>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)},
-                          static_cast<T*>(buf->data), owner);
+    return py::array_t<T>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)});
 }
+
+// Calls fn(Tok{}, Out{}) with the C++ types named by (token dtype, output dtype), so that each
+// entry point below writes its typed body once, as a generic lambda.
+template <typename Fn>
+decltype(auto) dispatch(TokenType tok, OutType out, Fn&& fn) {
+    auto with_out = [&](auto t) -> decltype(auto) {
+        switch (out) {
+            case OutType::I64: return fn(t, int64_t{});
+            case OutType::I32: return fn(t, int32_t{});
+            default: return fn(t, uint16_t{});
+        }
+    };
+    if (tok == TokenType::U16) return with_out(uint16_t{});
+    return with_out(uint32_t{});
+}
+
+// True when a Tok value may not fit in Out (uint32 -> int32 / uint16): the copied tokens are
+// then checked first, so that a narrowing output never wraps silently.
+template <typename Tok, typename Out>
+constexpr bool kMayNarrow =
+    sizeof(Tok) > sizeof(Out) || (sizeof(Tok) == sizeof(Out) && std::is_signed_v<Out>);
 
 // --------------------------------------------------------------------------------------------
 // paragraph_starts
@@ -244,81 +197,60 @@ py::array_t<int64_t> paragraph_starts(const py::array& tokens, const Int64Array&
 // gather_windows
 //
 // x[r] = tokens[starts[r] : starts[r] + block_size] (and y[r] the same shifted by one when
-// shift). The starts are copied and checked with the GIL held, and the loops use that copy, so
-// another thread writing to `starts` meanwhile cannot turn a checked start into a bad read. The
-// copy then runs row by row, rows split into contiguous per-thread ranges when the batch is
-// large. A narrowing output (uint32 tokens into int32 / uint16) is allowed only if every copied
-// token fits.
-template <typename Tok, typename Out>
-py::object gather_windows_typed(const py::array& tokens_arr, const std::vector<int64_t>& starts,
-                                int64_t block_size, bool shift, int threads) {
-    const Tok* tok = static_cast<const Tok*>(tokens_arr.data());
-    const int64_t* st = starts.data();
-    const int64_t rows = static_cast<int64_t>(starts.size());
-    const int64_t width = block_size + (shift ? 1 : 0);
-    if constexpr (sizeof(Tok) > sizeof(Out) ||
-                  (sizeof(Tok) == sizeof(Out) && std::is_signed_v<Out>)) {
-        Tok m;
-        {
-            py::gil_scoped_release release;
-            m = fastloader::max_in_windows(tok, st, rows, width);
-        }
-        if (static_cast<uint64_t>(m) > static_cast<uint64_t>(std::numeric_limits<Out>::max()))
-            throw py::value_error("token id " + std::to_string(m) +
-                                  " does not fit in the requested output dtype");
-    }
-    auto x = new_2d<Out>(rows, block_size);
-    py::array_t<Out> y;
-    Out* xp = x.mutable_data();
-    Out* yp = nullptr;
-    if (shift) {
-        y = new_2d<Out>(rows, block_size);
-        yp = y.mutable_data();
-    }
-    const int n_threads = resolve_threads(threads, rows * width, kGatherParallelMin, rows);
-    {
-        py::gil_scoped_release release;
-        fastloader::parallel_chunks(rows, n_threads, [&](int64_t b, int64_t e, int) {
-            fastloader::gather_rows(tok, st, b, e, block_size, xp, yp);
-        });
-    }
-    if (shift) return py::make_tuple(x, y);
-    return std::move(x);
-}
-
-template <typename Tok>
-py::object gather_windows_impl(const py::array& tokens, const std::vector<int64_t>& starts,
-                               int64_t block_size, bool shift, OutType out, int threads) {
-    switch (out) {
-        case OutType::I64:
-            return gather_windows_typed<Tok, int64_t>(tokens, starts, block_size, shift, threads);
-        case OutType::I32:
-            return gather_windows_typed<Tok, int32_t>(tokens, starts, block_size, shift, threads);
-        default:
-            return gather_windows_typed<Tok, uint16_t>(tokens, starts, block_size, shift, threads);
-    }
-}
-
+// shift). The starts are copied and checked with the GIL held, and the loops read that copy, so
+// another thread writing to `starts` meanwhile cannot turn a checked start into a bad read.
+// A narrowing output (uint32 tokens into int32 / uint16) is allowed only if every copied token
+// fits. The copy then runs row by row, rows split into contiguous per-thread ranges when the
+// batch is large.
 py::object gather_windows(const py::array& tokens, const Int64Array& starts, int64_t block_size,
                           bool shift, const py::object& dtype, int threads) {
-    const TokenType type = check_tokens(tokens);
+    const TokenType tok_type = check_tokens(tokens);
     check_index_array(starts, "starts");
     check_block_size(block_size);
-    const OutType out = check_out_dtype(dtype);
+    const OutType out_type = check_out_dtype(dtype);
     const int64_t n = tokens.shape(0);
-    const int64_t width = block_size + (shift ? 1 : 0);
-    const int64_t last_ok = n - width;  // largest valid start (negative: none is valid)
-    const std::vector<int64_t> st(starts.data(), starts.data() + starts.shape(0));
-    for (int64_t r = 0; r < starts.shape(0); ++r) {
+    const int64_t extra = shift ? 1 : 0;  // y reads one token past x
+    // largest valid start, -1 when none is (written so that a huge block_size cannot overflow)
+    const int64_t last_ok = block_size > n ? -1 : n - block_size - extra;
+    const int64_t rows = starts.shape(0);
+    const std::vector<int64_t> st(starts.data(), starts.data() + rows);
+    for (int64_t r = 0; r < rows; ++r) {
         if (st[r] < 0 || st[r] > last_ok)
             throw py::index_error("start " + std::to_string(st[r]) + " (starts[" +
                                   std::to_string(r) + "]) is out of range: a window of " +
-                                  std::to_string(width) + " tokens from it does not fit in " +
-                                  std::to_string(n) + " tokens");
+                                  std::to_string(block_size) + (shift ? " + 1" : "") +
+                                  " tokens from it does not fit in " + std::to_string(n) +
+                                  " tokens");
     }
-    if (type == TokenType::U16)
-        return gather_windows_impl<uint16_t>(tokens, st, block_size, shift, out, threads);
-    return gather_windows_impl<uint32_t>(tokens, st, block_size, shift, out, threads);
+    const int64_t width = rows == 0 ? 0 : block_size + extra;  // <= n once a start is valid
+    return dispatch(tok_type, out_type, [&](auto tok_tag, auto out_tag) -> py::object {
+        using Tok = decltype(tok_tag);
+        using Out = decltype(out_tag);
+        const Tok* tok = static_cast<const Tok*>(tokens.data());
+        if constexpr (kMayNarrow<Tok, Out>) {
+            Tok m;
+            {
+                py::gil_scoped_release release;
+                m = fastloader::max_in_windows(tok, st.data(), rows, width);
+            }
+            if (static_cast<uint64_t>(m) > static_cast<uint64_t>(std::numeric_limits<Out>::max()))
+                throw py::value_error("token id " + std::to_string(m) +
+                                      " does not fit in the requested output dtype");
+        }
+        auto x = new_2d<Out>(rows, block_size);
+        py::array_t<Out> y = shift ? new_2d<Out>(rows, block_size) : py::array_t<Out>();
+        Out* xp = x.mutable_data();
+        Out* yp = shift ? y.mutable_data() : nullptr;
+        const int n_threads = resolve_threads(threads, rows * width, kGatherParallelMin, rows);
+        {
+            py::gil_scoped_release release;
+            fastloader::parallel_chunks(rows, n_threads, [&](int64_t b, int64_t e, int) {
+                fastloader::gather_rows(tok, st.data(), b, e, block_size, xp, yp);
+            });
+        }
+        if (shift) return py::make_tuple(x, y);
+        return std::move(x);
+    });
 }
 
 // --------------------------------------------------------------------------------------------
@@ -328,69 +260,14 @@ py::object gather_windows(const py::array& tokens, const Int64Array& starts, int
 // pad_id ...], lengths[r] = 1 + the number of document tokens copied. Offsets are validated in
 // full (O(n_docs), sequential) and ids one by one, with the GIL held, into a private list of
 // (first token, count) per row that the loop then reads (see gather_windows on why a copy).
-struct DocRows {
-    std::vector<int64_t> begin, count;
-};
-
-template <typename Tok, typename Out>
-py::tuple gather_documents_typed(const py::array& tokens_arr, const DocRows& docs,
-                                 const std::vector<int64_t>& ids, int64_t block_size,
-                                 int64_t cls_id, int64_t pad_id) {
-    for (const int64_t v : {cls_id, pad_id}) {
-        if (v < static_cast<int64_t>(std::numeric_limits<Out>::min()) ||
-            v > static_cast<int64_t>(std::numeric_limits<Out>::max()))
-            throw py::value_error((v == cls_id ? "cls_id " : "pad_id ") + std::to_string(v) +
-                                  " does not fit in the requested output dtype");
-    }
-    const Tok* tok = static_cast<const Tok*>(tokens_arr.data());
-    const int64_t rows = static_cast<int64_t>(ids.size());
-    if constexpr (sizeof(Tok) > sizeof(Out) ||
-                  (sizeof(Tok) == sizeof(Out) && std::is_signed_v<Out>)) {
-        for (int64_t r = 0; r < rows; ++r) {
-            const Tok m = fastloader::max_in_windows(tok, &docs.begin[r], 1, docs.count[r]);
-            if (static_cast<uint64_t>(m) > static_cast<uint64_t>(std::numeric_limits<Out>::max()))
-                throw py::value_error("token id " + std::to_string(m) + " in document " +
-                                      std::to_string(ids[r]) +
-                                      " does not fit in the requested output dtype");
-        }
-    }
-    auto x = new_2d<Out>(rows, block_size);
-    py::array_t<int64_t> lengths(rows);
-    Out* xp = x.mutable_data();
-    int64_t* lp = lengths.mutable_data();
-    {
-        py::gil_scoped_release release;
-        fastloader::gather_docs(tok, docs.begin.data(), docs.count.data(), rows, block_size,
-                                static_cast<Out>(cls_id), static_cast<Out>(pad_id), xp, lp);
-    }
-    return py::make_tuple(x, lengths);
-}
-
-template <typename Tok>
-py::tuple gather_documents_impl(const py::array& tokens, const DocRows& docs,
-                                const std::vector<int64_t>& ids, int64_t block_size,
-                                int64_t cls_id, int64_t pad_id, OutType out) {
-    switch (out) {
-        case OutType::I64:
-            return gather_documents_typed<Tok, int64_t>(tokens, docs, ids, block_size, cls_id,
-                                                        pad_id);
-        case OutType::I32:
-            return gather_documents_typed<Tok, int32_t>(tokens, docs, ids, block_size, cls_id,
-                                                        pad_id);
-        default:
-            return gather_documents_typed<Tok, uint16_t>(tokens, docs, ids, block_size, cls_id,
-                                                         pad_id);
-    }
-}
-
 py::tuple gather_documents(const py::array& tokens, const Int64Array& doc_offsets,
                            const Int64Array& doc_ids, int64_t block_size, int64_t cls_id,
                            int64_t pad_id, const py::object& dtype) {
-    const TokenType type = check_tokens(tokens);
+    const TokenType tok_type = check_tokens(tokens);
     check_index_array(doc_offsets, "doc_offsets");
     check_index_array(doc_ids, "doc_ids");
     check_block_size(block_size);
-    const OutType out = check_out_dtype(dtype);
+    const OutType out_type = check_out_dtype(dtype);
     const int64_t n = tokens.shape(0);
     const int64_t n_offsets = doc_offsets.shape(0);
     const int64_t* off = doc_offsets.data();
@@ -411,9 +288,7 @@ py::tuple gather_documents(const py::array& tokens, const Int64Array& doc_offset
     const int64_t n_docs = n_offsets - 1;
     const int64_t rows = doc_ids.shape(0);
     const std::vector<int64_t> ids(doc_ids.data(), doc_ids.data() + rows);
-    DocRows docs;
-    docs.begin.resize(static_cast<size_t>(rows));
-    docs.count.resize(static_cast<size_t>(rows));
+    std::vector<int64_t> begin(static_cast<size_t>(rows)), count(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t d = ids[r];
         if (d < 0 || d >= n_docs)
@@ -424,13 +299,39 @@ py::tuple gather_documents(const py::array& tokens, const Int64Array& doc_offset
         const int64_t b = off[d], e = off[d + 1];
         if (b < 0 || e < b || e > n)
             throw py::value_error("doc_offsets changed while being read");
-        docs.begin[r] = b;
-        docs.count[r] = std::min(e - b, block_size - 1);
+        begin[r] = b;
+        count[r] = std::min(e - b, block_size - 1);
     }
-    if (type == TokenType::U16)
-        return gather_documents_impl<uint16_t>(tokens, docs, ids, block_size, cls_id, pad_id,
-                                               out);
-    return gather_documents_impl<uint32_t>(tokens, docs, ids, block_size, cls_id, pad_id, out);
+    return dispatch(tok_type, out_type, [&](auto tok_tag, auto out_tag) -> py::tuple {
+        using Tok = decltype(tok_tag);
+        using Out = decltype(out_tag);
+        for (const int64_t v : {cls_id, pad_id}) {
+            if (v < static_cast<int64_t>(std::numeric_limits<Out>::min()) ||
+                v > static_cast<int64_t>(std::numeric_limits<Out>::max()))
+                throw py::value_error((v == cls_id ? "cls_id " : "pad_id ") + std::to_string(v) +
+                                      " does not fit in the requested output dtype");
+        }
+        const Tok* tok = static_cast<const Tok*>(tokens.data());
+        if constexpr (kMayNarrow<Tok, Out>) {
+            for (int64_t r = 0; r < rows; ++r) {
+                const Tok m = fastloader::max_in_windows(tok, &begin[r], 1, count[r]);
+                if (static_cast<uint64_t>(m) > static_cast<uint64_t>(std::numeric_limits<Out>::max()))
+                    throw py::value_error("token id " + std::to_string(m) + " in document " +
+                                          std::to_string(ids[r]) +
+                                          " does not fit in the requested output dtype");
+            }
+        }
+        auto x = new_2d<Out>(rows, block_size);
+        py::array_t<int64_t> lengths(rows);
+        Out* xp = x.mutable_data();
+        int64_t* lp = lengths.mutable_data();
+        {
+            py::gil_scoped_release release;
+            fastloader::gather_docs(tok, begin.data(), count.data(), rows, block_size,
+                                    static_cast<Out>(cls_id), static_cast<Out>(pad_id), xp, lp);
+        }
+        return py::make_tuple(x, lengths);
+    });
 }
 
 }  // namespace

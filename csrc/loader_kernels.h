@@ -279,9 +279,11 @@ FASTLOADER_INLINE void gather_rows_body(const Tok* tok, const int64_t* starts, i
         // issues 4 stores per load, which keeps few cache misses in flight; so ~32 KB of windows
         // (L1-sized) are first staged with memcpy, whose wide loads overlap the misses, and
         // then widened from cache: ~20% faster on B=64, T=1024 (software prefetch did nothing).
+        if (r_begin >= r_end) return;  // (the stage below is sized by T, which may be huge)
         const int64_t w = T + 1;
-        const int64_t chunk = std::max<int64_t>(
-            1, (int64_t{32} << 10) / (w * static_cast<int64_t>(sizeof(Tok))));
+        const int64_t chunk = std::min<int64_t>(
+            r_end - r_begin,
+            std::max<int64_t>(1, (int64_t{32} << 10) / (w * static_cast<int64_t>(sizeof(Tok)))));
         std::vector<Tok> stage(static_cast<size_t>(chunk * w));
         for (int64_t r0 = r_begin; r0 < r_end; r0 += chunk) {
             const int64_t r1 = std::min(r_end, r0 + chunk);

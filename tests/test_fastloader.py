@@ -4,12 +4,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mmengine import _fastloader
 from mmengine.data import fastloader as fl
 from mmengine.data.reference import (
     gather_documents_reference,
@@ -121,8 +124,10 @@ def _calls(tokens):
         (np.arange(8, dtype=np.uint8), "uint16 or uint32"),
         (np.arange(8, dtype=np.float32), "uint16 or uint32"),
         (np.arange(8, dtype=">u2"), "uint16 or uint32"),  # non-native byte order
-        (np.arange(16, dtype=np.uint16)[::2], "C-contiguous"),
+        (np.arange(16, dtype=np.uint16)[::2], "C-contiguous"),  # strided view
+        (np.arange(8, dtype=np.uint16)[::-1], "C-contiguous"),  # negative stride
         (np.arange(8, dtype=np.uint16).reshape(2, 4), "1-D"),
+        (np.asfortranarray(np.arange(8, dtype=np.uint16).reshape(2, 4)), "1-D"),  # Fortran 2-D
         (np.frombuffer(b"\0" * 17, dtype=np.uint16, offset=1), "aligned"),
         ([1, 2, 3], "numpy array"),
     ],
@@ -131,6 +136,19 @@ def test_wrong_token_arrays_raise_type_error(bad, message):
     for call in _calls(bad):
         with pytest.raises(TypeError, match=message):
             call()
+
+
+def test_huge_block_size_is_an_error_not_a_crash():
+    tokens = toks([1, 0, 0, 2])
+    big = 2**63 - 1
+    assert fl.paragraph_starts(tokens, [0], big).tolist() == []
+    with pytest.raises(IndexError, match="start 0"):
+        fl.gather_windows(tokens, [0], big, shift=True)
+    assert fl.gather_windows(tokens, [], 2**40, shift=True)[0].shape == (0, 2**40)
+    with pytest.raises(ValueError, match="too big"):  # numpy refuses a (0, 2**63 - 1) int64 array
+        fl.gather_windows(tokens, [], big)
+    with pytest.raises((ValueError, MemoryError)):  # numpy refuses the (1, 2**62) output
+        fl.gather_documents(tokens, [0, 4], [0], 2**62, cls_id=1, pad_id=0)
 
 
 def test_extension_itself_rejects_lists_and_wrong_index_dtypes():
@@ -430,34 +448,76 @@ def test_fastloader_does_not_import_torch():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_gil_released_during_work():
-    """Another Python thread keeps running while a long scan is in C++."""
-    import threading
+# Calls that each spend ~0.1 s inside C++ (threads=1): a scan where every position is a
+# separator candidate, and 32 MB narrowing gathers (uint32 -> int32 runs a range check first).
+_ZEROS16 = np.zeros(40_000_000, dtype=np.uint16)  # calloc'd: costs no memory until written
+_ZEROS32 = np.zeros(8_000_000, dtype=np.uint32)
+LONG_CALLS = {
+    "paragraph_starts": lambda: _fastloader.paragraph_starts(_ZEROS16, np.array([0, 0, 0]), 4, threads=1),
+    "gather_windows": lambda: _fastloader.gather_windows(
+        _ZEROS32, np.zeros(2048, np.int64), 4096, dtype="int32", threads=1
+    ),
+    "gather_documents": lambda: _fastloader.gather_documents(
+        _ZEROS32, np.arange(0, 8_000_001, 4000), np.arange(2000), 4001, cls_id=1, pad_id=0, dtype="int32"
+    ),
+}
 
-    tokens = np.zeros(30_000_000, dtype=np.uint16)
-    ticks = []
+
+@pytest.mark.parametrize("name", LONG_CALLS)
+def test_gil_released_during_work(name):
+    """A second Python thread makes progress while the main thread is inside the C++ call.
+
+    The ticker records a timestamp per iteration; ticks stamped strictly between the call's
+    start and end can only exist if the call let go of the GIL (a call holding it would stall
+    the ticker until it returns: at most a tick or two squeezed in at the edges).
+    """
+    call = LONG_CALLS[name]
+    call()  # warm up (page faults of the first use)
+    stamps = []
     stop = threading.Event()
 
     def ticker():
         while not stop.is_set():
-            ticks.append(1)
-            stop.wait(0.0005)
+            stamps.append(time.perf_counter())
+            time.sleep(0.0002)
 
     th = threading.Thread(target=ticker)
     th.start()
     try:
-        before = len(ticks)
-        for _ in range(3):
-            fl.paragraph_starts(tokens, [1, 1], 4, threads=1)
-        during = len(ticks) - before
+        time.sleep(0.01)  # the ticker is running
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
     finally:
         stop.set()
         th.join()
-    assert during > 0
+    inside = [t for t in stamps if t0 < t < t1]
+    assert len(inside) >= 5, f"{len(inside)} ticks during a {t1 - t0:.3f} s call: the GIL was held"
 
 
-def test_outputs_are_independent_writeable_arrays_across_reuse():
-    """Batch outputs live in recycled buffers: each result must stay intact and writeable."""
+def test_concurrent_calls_from_python_threads():
+    """Several Python threads gathering at once (the GIL released) each get their own correct result."""
+    rng = np.random.default_rng(5)
+    tokens = rng.integers(0, 65535, size=200_000).astype(np.uint16)
+    jobs = [rng.integers(0, len(tokens) - 257, size=64) for _ in range(32)]
+    results: dict[int, tuple] = {}
+
+    def work(worker):
+        for j in range(worker, len(jobs), 4):
+            results[j] = fl.gather_windows(tokens, jobs[j], 256, shift=True, threads=2)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for j, starts in enumerate(jobs):
+        ref_x, ref_y = gather_windows_reference(tokens, starts, 256, shift=True)
+        np.testing.assert_array_equal(results[j][0], ref_x)
+        np.testing.assert_array_equal(results[j][1], ref_y)
+
+
+def test_outputs_are_independent_writeable_arrays():
     rng = np.random.default_rng(4)
     tokens = rng.integers(0, 65535, size=10_000).astype(np.uint16)
     kept = []
@@ -465,8 +525,9 @@ def test_outputs_are_independent_writeable_arrays_across_reuse():
         starts = rng.integers(0, len(tokens) - 65, size=32)
         x, y = fl.gather_windows(tokens, starts, 64, shift=True)
         assert x.flags.writeable and x.flags.c_contiguous and not np.shares_memory(x, y)
+        assert not np.shares_memory(x, tokens)
         if step % 2:
-            kept.append((starts, x, y))  # others are dropped and their buffers recycled
+            kept.append((starts, x, y))  # the others are freed while later batches are made
         del x, y
     for starts, x, y in kept:
         ref_x, ref_y = gather_windows_reference(tokens, starts, 64, shift=True)
@@ -477,3 +538,38 @@ def test_outputs_are_independent_writeable_arrays_across_reuse():
     view = x[1]
     del x
     assert view.tolist() == [1, *tokens[5:10].tolist(), 0, 0]  # a view keeps the buffer alive
+
+
+def test_read_only_memmap_works_everywhere_and_tokens_are_read_in_place(tmp_path):
+    """The typical input: a read-only np.memmap. Used in place, never copied.
+
+    A 2 GB sparse file is mapped; the calls touch only its last pages. Had any of them copied
+    (or converted) the token array, the child process would read all 2 GB (maxrss far above
+    the 400 MB allowed).
+    """
+    path = tmp_path / "train.bin"
+    n = 1 << 30  # uint16 tokens: 2 GB, sparse (zeros) except the tail written below
+    with open(path, "wb") as f:
+        f.truncate(2 * n)
+    tail = np.memmap(path, dtype=np.uint16, mode="r+", offset=2 * (n - 8), shape=(8,))
+    tail[:] = [1, 0, 0, 2, 3, 0, 0, 4]
+    tail.flush()
+    del tail
+    code = textwrap.dedent(
+        f"""
+        import resource, numpy as np
+        from mmengine.data import fastloader as fl
+        n = {n}
+        t = np.memmap({str(path)!r}, dtype=np.uint16, mode="r")
+        assert not t.flags.writeable
+        assert fl.paragraph_starts(t, [0, 0], n - 6).tolist() == [0]  # scans only [2, 7)
+        x, y = fl.gather_windows(t, [n - 8], 7, shift=True)
+        assert x.tolist() == [[1, 0, 0, 2, 3, 0, 0]] and y.tolist() == [[0, 0, 2, 3, 0, 0, 4]]
+        x, lengths = fl.gather_documents(t, np.array([0, n - 8, n]), [1], 4, cls_id=9, pad_id=7)
+        assert x.tolist() == [[9, 1, 0, 0]] and lengths.tolist() == [4]
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.split()[-1]) < 400, f"max RSS {proc.stdout.split()[-1]} MB: the tokens were copied"
