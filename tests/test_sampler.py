@@ -105,3 +105,68 @@ def test_bad_arguments_and_states():
         s.load_state_dict({**s.state_dict(), "num_items": 11})
     with pytest.raises(ValueError, match="out of range"):
         s.load_state_dict({**s.state_dict(), "position": 10})
+    with pytest.raises(ValueError, match="shuffle"):
+        s.load_state_dict({**s.state_dict(), "shuffle": 0})
+    with pytest.raises(ValueError, match="lacks position"):
+        s.load_state_dict({"epoch": 0})
+
+
+def test_world_size_change_is_rejected_on_load():
+    """Resuming on a different number of ranks is one clear error, not a silent reshuffle."""
+    two = EpochSampler(40, seed=2, rank=0, world_size=2)
+    two.next_batch(3)
+    four = EpochSampler(40, seed=2, rank=0, world_size=4)
+    with pytest.raises(ValueError, match="world_size=2 but this sampler has world_size=4"):
+        four.load_state_dict(two.state_dict())
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+def test_resume_at_every_point_of_two_epochs(world_size):
+    """Save after any number of batches (mid-epoch, exactly on an epoch boundary, just past
+    one) and resume: the concatenated stream equals the uninterrupted one on every rank."""
+    num_items, batch = 23, 4  # per_rank 23 or 7: boundaries fall inside and between batches
+    for rank in range(world_size):
+        make = lambda: EpochSampler(num_items, seed=9, rank=rank, world_size=world_size)  # noqa: E731
+        expected = np.concatenate(take(make(), batch, 16))
+        for cut in range(0, 16):
+            first = make()
+            got = take(first, batch, cut)
+            resumed = make()
+            resumed.load_state_dict(first.state_dict())
+            got += take(resumed, batch, 16 - cut)
+            np.testing.assert_array_equal(np.concatenate(got), expected)
+    boundary = EpochSampler(8, seed=0)
+    boundary.next_batch(8)
+    assert boundary.state_dict()["epoch"] == 1 and boundary.state_dict()["position"] == 0
+
+
+@pytest.mark.parametrize("num_items", [*range(1, 40), 63, 64, 65, 1000, 4097])
+def test_index_permutation_is_a_bijection(num_items):
+    from mmengine.data.sampler import _IndexPermutation
+
+    for epoch in range(3):
+        perm = _IndexPermutation(num_items, [5, epoch, 7])(np.arange(num_items))
+        assert perm.dtype == np.int64
+        assert sorted(perm.tolist()) == list(range(num_items))
+
+
+def test_huge_item_counts_need_no_permutation_array():
+    """Every offset of a multi-GB token file: batches come without materialising an epoch."""
+    s = EpochSampler(10**12, seed=1, rank=1, world_size=8)
+    items = np.concatenate(take(s, 4096, 8))
+    assert len(np.unique(items)) == len(items) and items.min() >= 0 and items.max() < 10**12
+    state = s.state_dict()
+    resumed = EpochSampler(10**12, seed=1, rank=1, world_size=8)
+    resumed.load_state_dict(state)
+    np.testing.assert_array_equal(resumed.next_batch(100), s.next_batch(100))
+
+
+def test_shuffle_spreads_every_item_over_every_position():
+    """Over many seeds each item lands in each slot about equally often (a smoke test of the
+    permutation's quality: a weak mix would favour some positions)."""
+    n, seeds = 8, 4000
+    counts = np.zeros((n, n))
+    for seed in range(seeds):
+        counts[np.arange(n), EpochSampler(n, seed=seed).epoch_items(0)] += 1
+    expected = seeds / n
+    assert np.abs(counts - expected).max() < 0.15 * expected
