@@ -1,6 +1,7 @@
 """Prefetcher: order, exceptions, close, and the state snapshot used for exact resume."""
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -103,6 +104,68 @@ def test_close_stops_a_blocked_producer():
     pf.close()  # idempotent
 
 
+def test_assembly_overlaps_the_consumer_step():
+    """Batch 1 is produced while the consumer is still busy with batch 0 (no timing involved:
+    the consumer's "step" waits for produce() of batch 1, which would deadlock without overlap)."""
+    second_started = threading.Event()
+    calls = {"n": 0}
+
+    def produce():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            second_started.set()
+        return {"x": np.zeros(1)}
+
+    with Prefetcher(produce, depth=1) as pf:
+        next(pf)
+        assert second_started.wait(timeout=10), "produce() did not run during the consumer's step"
+
+
+def test_close_returns_even_if_produce_blocks(caplog):
+    release = threading.Event()
+    entered = threading.Event()
+
+    def produce():
+        entered.set()
+        release.wait()  # stuck, e.g. on I/O
+        return {"x": np.zeros(1)}
+
+    pf = Prefetcher(produce)
+    assert entered.wait(timeout=10)
+    with caplog.at_level("WARNING", logger="mmengine.data.prefetch"):
+        pf.close(timeout=0.1)
+    assert "still inside produce()" in caplog.text
+    release.set()
+    pf._thread.join(timeout=5)
+    assert not pf._thread.is_alive()  # it notices the stop flag once produce() returns
+
+
+def test_consumer_blocked_in_next_is_released_by_close_from_another_thread():
+    release = threading.Event()
+
+    def produce():
+        release.wait()
+        raise StopIteration
+
+    pf = Prefetcher(produce)
+    threading.Timer(0.1, pf.close, kwargs={"timeout": 0.1}).start()
+    with pytest.raises(RuntimeError, match="closed"):
+        next(pf)
+    release.set()
+
+
+def test_abandoned_prefetcher_stops_its_thread():
+    """A consumer that stops early and drops the Prefetcher without close() leaks no thread."""
+    produce, _ = counter_producer()
+    pf = Prefetcher(produce, depth=1)
+    next(pf)
+    thread = pf._thread
+    del pf
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
 def test_runs_in_background_thread():
     seen = []
 
@@ -128,3 +191,20 @@ def test_cuda_delivery_is_pinned_and_on_device():
     torch.cuda.synchronize()
     assert [int(b["x"][0, 0]) for b in batches] == [0, 1, 2]
     assert all(b["x"].is_cuda and b["y"].is_cuda for b in batches)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_staging_tensors_are_pinned(monkeypatch):
+    """The host copies are pinned and the device copy is non_blocking."""
+    seen = []
+    real_to = torch.Tensor.to
+
+    def spy_to(self, *args, **kwargs):
+        seen.append((self.is_pinned(), kwargs.get("non_blocking")))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    produce, _ = counter_producer(limit=2)
+    with Prefetcher(produce, device="cuda") as pf:
+        list(pf)
+    assert seen and all(pinned and nb for pinned, nb in seen), seen

@@ -26,6 +26,38 @@ __all__ = ["Prefetcher"]
 logger = logging.getLogger(__name__)
 
 _BATCH, _ERROR, _END = 0, 1, 2
+_POLL_S = 0.05  # how often blocked queue operations look at the stop flag
+
+
+def _put(q: queue.Queue, stop: threading.Event, item) -> bool:
+    """Blocks until there is room, unless stop is set meanwhile."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _produce_loop(produce, state_fn, pin: bool, q: queue.Queue, stop: threading.Event) -> None:
+    """The producer thread: batch, state snapshot, tensors (pinned for CUDA), in order."""
+    while not stop.is_set():
+        try:
+            batch = produce()
+            state = copy.deepcopy(state_fn()) if state_fn is not None else None
+            tensors = {}
+            for name, arr in batch.items():
+                t = torch.from_numpy(np.ascontiguousarray(arr))
+                tensors[name] = t.pin_memory() if pin else t
+        except StopIteration:
+            _put(q, stop, (_END, None, None))
+            return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            _put(q, stop, (_ERROR, exc, None))
+            return
+        if not _put(q, stop, (_BATCH, tensors, state)):
+            return
 
 
 class Prefetcher:
@@ -50,48 +82,24 @@ class Prefetcher:
     ):
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
-        self._produce = produce
         self._device = torch.device(device)
         self._pin = self._device.type == "cuda"
-        self._state_fn = state_fn
         # Before anything is consumed, the resumable position is the initial one.
         self._state = copy.deepcopy(state_fn()) if state_fn is not None else None
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._finished: tuple | None = None  # sticky (_ERROR, exc) or (_END, None)
-        self._thread = threading.Thread(target=self._run, name="mmengine-prefetch", daemon=True)
+        # The thread gets what it needs, not `self`: an abandoned Prefetcher can then be
+        # garbage-collected, and __del__ stops its thread (unless produce itself refers back
+        # to the Prefetcher; close() is the reliable way).
+        self._thread = threading.Thread(
+            target=_produce_loop,
+            args=(produce, state_fn, self._pin, self._queue, self._stop),
+            name="mmengine-prefetch",
+            daemon=True,
+        )
         self._thread.start()
 
-    # -- producer thread ---------------------------------------------------------------------
-    def _put(self, item) -> bool:
-        """Blocks until there is room, unless close() is called meanwhile."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                batch = self._produce()
-                state = copy.deepcopy(self._state_fn()) if self._state_fn is not None else None
-                tensors = {}
-                for name, arr in batch.items():
-                    t = torch.from_numpy(np.ascontiguousarray(arr))
-                    tensors[name] = t.pin_memory() if self._pin else t
-            except StopIteration:
-                self._put((_END, None, None))
-                return
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                self._put((_ERROR, exc, None))
-                return
-            if not self._put((_BATCH, tensors, state)):
-                return
-
-    # -- consumer side -----------------------------------------------------------------------
     def __iter__(self) -> "Prefetcher":
         return self
 
@@ -103,7 +111,13 @@ class Prefetcher:
             if kind == _ERROR:
                 raise payload
             raise StopIteration
-        kind, payload, state = self._queue.get()
+        while True:  # poll, so that a close() from another thread cannot leave us waiting forever
+            try:
+                kind, payload, state = self._queue.get(timeout=_POLL_S)
+                break
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise RuntimeError("Prefetcher is closed") from None
         if kind == _ERROR:
             self._finished = (kind, payload)
             raise payload
@@ -119,8 +133,13 @@ class Prefetcher:
         """``state_fn()``'s snapshot for the last batch handed out (initial state before any)."""
         return copy.deepcopy(self._state)
 
-    def close(self) -> None:
-        """Stops the producer thread and drops queued batches; safe to call more than once."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Stops the producer thread and drops queued batches; safe to call more than once.
+
+        Waits at most ``timeout`` seconds for a ``produce()`` call in progress to return; a
+        producer stuck beyond that is left behind (a daemon thread, it ends with the process)
+        with a warning, so close() never hangs.
+        """
         self._stop.set()
         try:
             while True:
@@ -128,7 +147,7 @@ class Prefetcher:
         except queue.Empty:
             pass
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=timeout)
             if self._thread.is_alive():
                 logger.warning("prefetch thread is still inside produce() after close(); leaving it (daemon)")
 
