@@ -13,13 +13,11 @@ numpy-only pipelines.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from mmengine import _fastloader
 
 __all__ = ["paragraph_starts", "gather_windows", "gather_documents"]
-
 
 
 def _check_tokens(tokens) -> np.ndarray:
@@ -31,7 +29,12 @@ def _check_tokens(tokens) -> np.ndarray:
 
 
 def _int64_array(values, name: str) -> np.ndarray:
-    """Small index arguments (separator, starts, offsets, ids) may be lists or any int dtype."""
+    """Small index arguments (separator, starts, offsets, ids) may be lists or any int dtype.
+
+    Unlike ``tokens`` these are converted: they hold one entry per row or document, so a
+    copy costs little, and callers naturally pass lists or int32 arrays. Floats and other
+    non-integer dtypes are a TypeError.
+    """
     if type(values) is np.ndarray and values.dtype == np.int64 and values.ndim == 1 and values.flags.c_contiguous:
         return values  # the per-batch fast path: already what the extension takes
     arr = np.asarray(values)
