@@ -313,13 +313,20 @@ py::tuple gather_documents(const py::array& tokens, const Int64Array& doc_offset
         }
         const Tok* tok = static_cast<const Tok*>(tokens.data());
         if constexpr (kMayNarrow<Tok, Out>) {
-            for (int64_t r = 0; r < rows; ++r) {
-                const Tok m = fastloader::max_in_windows(tok, &begin[r], 1, count[r]);
-                if (static_cast<uint64_t>(m) > static_cast<uint64_t>(std::numeric_limits<Out>::max()))
-                    throw py::value_error("token id " + std::to_string(m) + " in document " +
-                                          std::to_string(ids[r]) +
-                                          " does not fit in the requested output dtype");
+            constexpr auto limit = static_cast<uint64_t>(std::numeric_limits<Out>::max());
+            int64_t bad = -1;  // first row holding a token that does not fit
+            Tok m = 0;
+            {
+                py::gil_scoped_release release;
+                for (int64_t r = 0; r < rows && bad < 0; ++r) {
+                    m = fastloader::max_in_windows(tok, &begin[r], 1, count[r]);
+                    if (static_cast<uint64_t>(m) > limit) bad = r;
+                }
             }
+            if (bad >= 0)
+                throw py::value_error("token id " + std::to_string(m) + " in document " +
+                                      std::to_string(ids[bad]) +
+                                      " does not fit in the requested output dtype");
         }
         auto x = new_2d<Out>(rows, block_size);
         py::array_t<int64_t> lengths(rows);

@@ -127,7 +127,10 @@ class EpochSampler:
         return _IndexPermutation(self.num_items, [self.seed, epoch, _PERMUTATION_STREAM])(idx)
 
     def epoch_items(self, epoch: int) -> np.ndarray:
-        """This rank's items (int64) for ``epoch``, in the order they are handed out."""
+        """This rank's items (int64) for ``epoch``, in the order they are handed out.
+
+        Materialises the whole share (for inspection and tests); ``next_batch`` never does.
+        """
         return self._items(epoch, 0, self.per_rank)
 
     def next_batch(self, batch_size: int) -> np.ndarray:
