@@ -102,8 +102,8 @@ class TrainConfig:
 
     training_type: str = _f("unmasking", "'unmasking' (masked-diffusion LM), 'token_classification', 'remasking_binary' (= 2 classes) or 'sequence_scoring'.",
                             choices=TRAINING_TYPES)
-    max_iters: int = _f(800, "Optimizer steps in total.")
-    eval_interval: int = _f(200, "Evaluate (and save checkpoints) every this many steps, and at the end.")
+    max_iters: int = _f(1000, "Optimizer steps in total.")
+    eval_interval: int = _f(250, "Evaluate (and save checkpoints) every this many steps, and at the end.")
     eval_iters: int = _f(8, "Validation batches per evaluation (the same fixed batches every time).")
     log_interval: int = _f(25, "Log the training loss every this many steps.")
     gradient_accumulation_steps: int = _f(1, "Micro-batches per optimizer step (per rank).")
@@ -205,11 +205,7 @@ TABLES: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields
 
 # Flat names of train_run.py / nanoGPT that do not equal a field name.
 LEGACY_ALIASES: dict[str, str] = {
-    "dataset": "data.dir",
-    "num_classes": "token_classification.num_token_classes",
-    "stages": "unmasking.stages",
     "wandb_log": "log.wandb",
-    "wandb_project": "log.wandb_project",
 }
 
 
@@ -591,6 +587,9 @@ def cli_entry(main_fn, argv: list[str] | None, prog: str) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 class UserError(ValueError):

@@ -26,12 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__" and "torch" not in sys.modules:
-    # OpenMP threads that spin while they wait collapse when the cores are shared with anything else
-    # (quickstart model on a busy 2-core machine: 480 ms/step spinning, 72 ms/step passive). Read once
-    # when torch loads, so only the command line sets it; OMP_WAIT_POLICY=ACTIVE in the environment wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np
 import torch
 
@@ -467,6 +461,10 @@ class Trainer:
         result = TrainResult(out_dir=self.out_dir, iter_num=self.iter_num)
         if self.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.ckpt is None and (self.out_dir / "ckpt.pt").exists():
+                logger.warning("%s already holds a checkpoint of an earlier run; this new run replaces it at its first "
+                               "evaluation (continue the earlier run with --run.init_from=resume, or pick another --run.out_dir)",
+                               self.out_dir)
         rlog = RunLogger(self.out_dir, cfg.log, enabled=self.main, total=tcfg.max_iters, initial=self.iter_num,
                          config_dict=to_dict(cfg), resume=self.ckpt is not None)
         n_params = self.raw_model.get_num_params()
