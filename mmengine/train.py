@@ -281,26 +281,17 @@ class Trainer:
         return LMSampler(tc.lm_checkpoint, self.meta, device="cpu")
 
     def _build_model(self) -> None:
-        from mmengine.checkpoint import build_model, clean_state_dict
+        from mmengine.checkpoint import build_model, model_from_checkpoint
 
         cfg = self.cfg
         torch.manual_seed(_seed_for(cfg.run.seed, 0, 0, 0))  # identical init on every rank
         if self.ckpt is None:
             self.gptconf = gpt_config(cfg, self.mode, self.meta, transfer=True)
-            model = build_model(self.gptconf)
-            if self.main and getattr(model, "transfer_report", None) is not None:
-                logger.info("transfer from %s", cfg.transfer.init_from_checkpoint)
+            model = build_model(self.gptconf)  # transfer + initial freeze happen here
         else:
-            # never re-read the transfer source: the checkpoint already holds the transferred trunk
-            from mmengine.model import GPT, GPTConfig
-
-            args = dict(self.ckpt["model_args"])
-            args["init_from_checkpoint"] = None
-            args["freeze_transformer"] = False
-            self.gptconf = GPTConfig(**args)
-            model = GPT(self.gptconf)
-            model.load_state_dict({k: v for k, v in clean_state_dict(self.ckpt["model"]).items()
-                                   if k in model.state_dict()}, strict=False)
+            # the checkpoint already holds the transferred trunk: the transfer source is never re-read
+            model = model_from_checkpoint(self.ckpt, source=str(self.out_dir / "ckpt.pt"))
+            self.gptconf = model.config
             if self.ckpt.get("trainer", {}).get("frozen"):
                 model.freeze_transformer_weights()
         model.to(self.device)
@@ -322,8 +313,8 @@ class Trainer:
             self.scaler.load_state_dict(st["scaler"])
         states = st.get("data_state") or []
         if len(states) != self.info.world_size:
-            logger.warning("checkpoint was written by %d rank(s), this run has %d; the data order restarts from this iteration's epoch",
-                           len(states), self.info.world_size)
+            logger.warning("the checkpoint was written by %d rank(s) and this run has %d, so the data order starts over "
+                           "(model, optimizer and schedule continue)", len(states), self.info.world_size)
             return None
         return states[self.info.rank]
 
