@@ -84,7 +84,7 @@ def _store_unrotated(
 
 
 @triton.jit
-def _program_coords(LENGTHS, H, T, HAS_LENGTHS: tl.constexpr):
+def _program_coords(LENGTHS, H, T):
     """(block index, b * H + h, b, h, valid length of sequence b clamped to [0, T]) of this program.
 
     Every attention kernel runs on a (B * H, T blocks) grid: B * H goes on the first axis, whose
@@ -95,11 +95,7 @@ def _program_coords(LENGTHS, H, T, HAS_LENGTHS: tl.constexpr):
     pid = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    if HAS_LENGTHS:
-        seq_len = tl.load(LENGTHS + b)
-        seq_len = tl.minimum(tl.maximum(seq_len, 0), T)
-    else:
-        seq_len = T
+    seq_len = tl.minimum(tl.maximum(tl.load(LENGTHS + b), 0), T)
     return pid, pid_bh, b, h, seq_len
 
 
@@ -115,12 +111,12 @@ def _attn_fwd(
     H, T,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    CAUSAL: tl.constexpr,
 ):
     # One program = BLOCK_M query rows of one (b, h). Invariant after each key block:
     # m_i = running row max of the scores (log2 units), l_i = sum of exp2(s - m_i),
     # acc = sum of exp2(s - m_i) * v; so o = acc / l_i and lse = m_i + log2(l_i) at the end.
-    pid_m, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T, HAS_LENGTHS)
+    pid_m, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T)
     HALF: tl.constexpr = HEAD_DIM // 2
 
     Q += b * stride_qb + h * stride_qh
@@ -216,11 +212,11 @@ def _attn_bwd_dkdv(
     H, T,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    CAUSAL: tl.constexpr,
 ):
     # One program = BLOCK_N keys of one (b, h); loops over the query blocks that can see them.
     # dv = P^T @ do,  dk_rot = sm_scale * dS^T @ q_rot,  dS = P * (dP - delta),  dP = do @ v^T.
-    pid_n, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T, HAS_LENGTHS)
+    pid_n, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T)
     HALF: tl.constexpr = HEAD_DIM // 2
 
     Q += b * stride_qb + h * stride_qh
@@ -293,11 +289,11 @@ def _attn_bwd_dq(
     H, T,
     HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    CAUSAL: tl.constexpr,
 ):
     # One program = BLOCK_M query rows of one (b, h); loops over the key blocks they see.
     # dq_rot = sm_scale * dS @ k_rot.
-    pid_m, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T, HAS_LENGTHS)
+    pid_m, pid_bh, b, h, seq_len = _program_coords(LENGTHS, H, T)
     HALF: tl.constexpr = HEAD_DIM // 2
 
     Q += b * stride_qb + h * stride_qh
@@ -356,11 +352,13 @@ def _attn_bwd_dq(
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel, picked by a table rather than
 # triton.autotune: the choice depends only on (kernel, head_dim, element size), every entry is
-# compiled ahead of time for sm_80 and sm_90 by tests/test_kernel_aot.py (no spills, shared
-# memory within the limit), and the interpreter needs no benchmark to pick one.
+# compiled ahead of time for sm_80 and sm_90, causal and not, by tests/test_kernel_aot.py (no
+# spills, shared memory within the limit), and the interpreter needs no benchmark to pick one.
 # The entries are the largest tiles found (by compiling candidates) that neither spill registers
-# nor exceed shared memory on sm_80 *and* sm_90; the backward holds k, v and three accumulators
-# per program, so its tiles are smaller than the forward's.
+# nor exceed shared memory on sm_80 *and* sm_90 in both variants; the backward holds k, v and
+# three accumulators per program, so its tiles are smaller than the forward's. (fp32 dkdv at
+# D=64 is erratic: (16, 32, 8, 1) spills in the causal variant on sm_80, (32, 32, *, 1) spills
+# everywhere, (32, 16, 4, 1) needs 168 registers.)
 _CONFIGS = {
     # kernel: {elem_bytes: {head_dim: config}}
     "fwd": {
@@ -369,7 +367,7 @@ _CONFIGS = {
     },
     "dkdv": {
         2: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (16, 64, 4, 2), 128: (32, 32, 8, 2)},
-        4: {16: (32, 64, 4, 2), 32: (32, 64, 8, 2), 64: (16, 32, 8, 1), 128: (32, 32, 8, 1)},
+        4: {16: (32, 64, 4, 2), 32: (32, 64, 8, 2), 64: (32, 16, 4, 1), 128: (32, 32, 8, 1)},
     },
     "dq": {
         2: {16: (64, 64, 4, 2), 32: (64, 64, 4, 2), 64: (64, 32, 4, 2), 128: (32, 32, 4, 2)},
@@ -425,10 +423,16 @@ def _last_dim_contiguous(x):
 
 def _kernel_operands(q, k, v, cos, sin, lengths, sm_scale):
     """What the kernels index: q, k, v with unit last stride (any other strides), contiguous
-    cos/sin, int32 lengths or None, and the resolved softmax scale."""
+    cos/sin, (B,) int32 lengths, and the resolved softmax scale."""
     sm_scale = 1.0 / math.sqrt(q.shape[-1]) if sm_scale is None else float(sm_scale)
     q, k, v = (_last_dim_contiguous(x) for x in (q, k, v))
-    len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous() if lengths is not None else None
+    # Lengths are always passed (T for every sequence when None) rather than switched by a
+    # constexpr: that would save one scalar load per program and double the compiled variants.
+    B, T = q.shape[0], q.shape[2]
+    if lengths is None:
+        len32 = torch.full((B,), T, dtype=torch.int32, device=q.device)
+    else:
+        len32 = lengths.to(device=q.device, dtype=torch.int32).contiguous()
     return q, k, v, cos.contiguous(), sin.contiguous(), len32, sm_scale
 
 
@@ -446,7 +450,7 @@ def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_
     block_m, block_n, warps, stages = attention_config("fwd", D, q.element_size())
     grid = (B * H, triton.cdiv(T, block_m))
     _attn_fwd[grid](
-        q, k, v, cos, sin, len32 if len32 is not None else q, o, lse,
+        q, k, v, cos, sin, len32, o, lse,
         sm_scale,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -455,7 +459,7 @@ def rope_attention_forward(q, k, v, cos, sin, *, causal=False, lengths=None, sm_
         cos.stride(0),
         H, T,
         HEAD_DIM=D, HALF_PAD=_half_pad(D), BLOCK_M=block_m, BLOCK_N=block_n,
-        CAUSAL=bool(causal), HAS_LENGTHS=lengths is not None,
+        CAUSAL=bool(causal),
         num_warps=warps, num_stages=stages,
     )
     return o, lse
@@ -468,7 +472,6 @@ def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, leng
         return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     q, k, v, cos, sin, len32, sm_scale = _kernel_operands(q, k, v, cos, sin, lengths, sm_scale)
     do = _last_dim_contiguous(do)
-    len_arg = len32 if len32 is not None else q
 
     delta = torch.empty_like(lse)  # (B, H, T) fp32
     _attn_bwd_preprocess[(B * H, triton.cdiv(T, PREPROCESS_BLOCK_M))](
@@ -490,11 +493,11 @@ def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, leng
         do.stride(0), do.stride(1), do.stride(2),
         cos.stride(0),
     )
-    flags = dict(HEAD_DIM=D, HALF_PAD=_half_pad(D), CAUSAL=bool(causal), HAS_LENGTHS=lengths is not None)
+    flags = dict(HEAD_DIM=D, HALF_PAD=_half_pad(D), CAUSAL=bool(causal))
 
     block_m, block_n, warps, stages = attention_config("dkdv", D, q.element_size())
     _attn_bwd_dkdv[(B * H, triton.cdiv(T, block_n))](
-        q, k, v, cos, sin, len_arg, do, lse, delta, dk, dv, *common,
+        q, k, v, cos, sin, len32, do, lse, delta, dk, dv, *common,
         dk.stride(0), dk.stride(1), dk.stride(2),
         dv.stride(0), dv.stride(1), dv.stride(2),
         H, T,
@@ -502,7 +505,7 @@ def rope_attention_backward(do, q, k, v, cos, sin, o, lse, *, causal=False, leng
     )
     block_m, block_n, warps, stages = attention_config("dq", D, q.element_size())
     _attn_bwd_dq[(B * H, triton.cdiv(T, block_m))](
-        q, k, v, cos, sin, len_arg, do, lse, delta, dq, *common,
+        q, k, v, cos, sin, len32, do, lse, delta, dq, *common,
         dq.stride(0), dq.stride(1), dq.stride(2),
         H, T,
         BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages, **flags,
