@@ -560,6 +560,8 @@ class Trainer:
                               if k != "loss" and isinstance(v, float))
             logger.info("iter %5d | val loss %.4f%s%s", self.iter_num, metrics["loss"], f" | {extra}" if extra else "",
                         " (best)" if improved else "")
+            if "confusion" in metrics:
+                logger.info("confusion (rows: true class, columns: predicted): %s", metrics["confusion"])
             if event:
                 logger.info("curriculum: stage %d -> %d (validation loss stale for %d evaluations)",
                             event["from_stage"] + 1, event["to_stage"] + 1, self.cfg.unmasking.val_loss_stale_count)

@@ -61,3 +61,15 @@ def test_sample_cli(lm, tmp_path):
     assert first.startswith("the ") and len(first) == 34
     bad = subprocess.run([sys.executable, "-m", "mmengine.sample", str(tmp_path / "missing.pt")], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_train_cli_prints_sample_and_checkpoint(lm, tmp_path):
+    data = lm.parent.parent / "d"
+    p = subprocess.run([sys.executable, "-m", "mmengine.train", f"--data.dir={data}", f"--run.out_dir={tmp_path}",
+                        "--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2", "--data.block_size=32",
+                        "--data.batch_size=4", "--max_iters=3", "--eval_interval=3", "--eval_iters=1",
+                        "--log.sample_tokens=25"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "sample (iterative unmasking)" in p.stdout and f"checkpoint: {tmp_path / 'ckpt.pt'}" in p.stdout
+    assert "iter     3 | val loss" in p.stdout
