@@ -269,3 +269,15 @@ def test_optional_outputs_and_cpu_bfloat16(data_dir, tmp_path, caplog):
             assert any(module in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records)
         else:
             assert (tmp_path / output).exists()
+
+
+@pytest.mark.slow
+def test_compiled_run_matches_eager(data_dir, tmp_path):
+    """--run.compile=true trains the same model (up to float rounding) and saves plain state-dict keys."""
+    args = ["--train.max_iters=4", "--train.eval_interval=4"]
+    eager = run(data_dir, tmp_path / "eager", *args)
+    compiled = run(data_dir, tmp_path / "compiled", "--run.compile=true", *args)
+    for it, loss in eager.train_losses.items():
+        assert math.isclose(compiled.train_losses[it], loss, rel_tol=1e-3), it
+    keys = torch.load(compiled.checkpoint, weights_only=True)["model"].keys()
+    assert not any(k.startswith("_orig_mod.") for k in keys)
