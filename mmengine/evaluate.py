@@ -49,7 +49,7 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
         for group, batch in mode.val_batches():
             batch = to_device(batch, device)
             logits, loss = mode.loss(model, batch)
-            results.append((group, logits.float(), batch, float(loss)))
+            results.append((group, mode.summarize(logits, batch), float(loss)))
     metrics = mode.metrics(results)
     metrics["iter"] = int(ckpt.get("iter_num", 0))
     return metrics

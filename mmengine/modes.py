@@ -8,7 +8,8 @@ The trainer looks the spec up once (:func:`build_mode`) and then only calls its 
   e.g. the curriculum stage, so a prefetched batch never mixes stages);
 - ``val_batches()``: a fixed validation set, the same at every evaluation (and on every rank);
 - ``loss(model, batch)``: ``(logits, loss)``;
-- ``metrics(results)``: the evaluation figures, ``loss`` first;
+- ``summarize(logits, batch)`` / ``metrics(results)``: what evaluation keeps of each batch (small:
+  predictions, never a (B, T, V) logits tensor) and the figures computed from it, ``loss`` first;
 - ``observe_eval(metrics)`` / ``state_dict()`` / ``load_state_dict()``: the curriculum, when the mode has one.
 
 Every batch is a dict of numpy arrays with ``x`` (B, T) int64 inputs and ``y`` targets, plus
@@ -139,9 +140,13 @@ class ModeSpec:
         """(logits, loss) of one batch of tensors."""
         return model(batch["x"], batch["y"], lengths=batch.get("lengths"))
 
-    def metrics(self, results: list[tuple[str, Any, dict, float]]) -> dict:
-        """``results`` = [(group, logits, batch, loss)] over the validation set -> figures."""
-        return {"loss": float(np.mean([r[3] for r in results]))}
+    def summarize(self, logits, batch: dict) -> Any:
+        """What evaluation keeps of one batch besides its loss (nothing by default)."""
+        return None
+
+    def metrics(self, results: list[tuple[str, Any, float]]) -> dict:
+        """``results`` = [(group, summary, loss)] over the validation set -> figures."""
+        return {"loss": float(np.mean([r[2] for r in results]))}
 
     # --- curriculum -----------------------------------------------------------------------
 
@@ -232,7 +237,7 @@ class UnmaskingMode(ModeSpec):
 
     def metrics(self, results):
         by_group: dict[str, list[float]] = {}
-        for group, _logits, _batch, loss in results:
+        for group, _summary, loss in results:
             by_group.setdefault(group, []).append(loss)
         out: dict[str, Any] = {}
         means = {g: float(np.mean(v)) for g, v in by_group.items()}
@@ -331,15 +336,17 @@ class TokenClassificationMode(ModeSpec):
     def gpt_kwargs(self):
         return {"mode": self.model_mode, "num_token_classes": self.num_classes}
 
+    def summarize(self, logits, batch):
+        # predicted and true class per token, flattened (B*T,)
+        return logits.argmax(-1).reshape(-1).cpu().numpy(), batch["y"].reshape(-1).cpu().numpy()
+
     def metrics(self, results):
         from mmengine.metrics import classification_metrics
 
-        preds, targets = [], []
-        for _g, logits, batch, _loss in results:
-            preds.append(logits.argmax(-1).reshape(-1).cpu().numpy())
-            targets.append(batch["y"].reshape(-1).cpu().numpy())
-        out = {"loss": float(np.mean([r[3] for r in results]))}
-        out.update(classification_metrics(np.concatenate(preds), np.concatenate(targets), self.num_classes, ignore_index=-1))
+        preds = np.concatenate([r[1][0] for r in results])
+        targets = np.concatenate([r[1][1] for r in results])
+        out = {"loss": float(np.mean([r[2] for r in results]))}
+        out.update(classification_metrics(preds, targets, self.num_classes, ignore_index=-1))
         return out
 
     def describe(self):
@@ -418,12 +425,15 @@ class SequenceScoringMode(ModeSpec):
     def gpt_kwargs(self):
         return {"mode": self.model_mode, "cls_token_id": self.cls_id}
 
+    def summarize(self, logits, batch):
+        return logits.float().reshape(-1).cpu().numpy(), batch["y"].float().reshape(-1).cpu().numpy()
+
     def metrics(self, results):
         from mmengine.metrics import regression_metrics
 
-        preds = np.concatenate([r[1].float().reshape(-1).cpu().numpy() for r in results])
-        targets = np.concatenate([r[2]["y"].float().reshape(-1).cpu().numpy() for r in results])
-        out = {"loss": float(np.mean([r[3] for r in results]))}
+        preds = np.concatenate([r[1][0] for r in results])
+        targets = np.concatenate([r[1][1] for r in results])
+        out = {"loss": float(np.mean([r[2] for r in results]))}
         out.update(regression_metrics(preds, targets))
         return out
 

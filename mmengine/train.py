@@ -367,7 +367,7 @@ class Trainer:
         for group, batch in val_batches:
             with self.autocast():
                 logits, loss = self.mode.loss(model, batch)
-            results.append((group, logits.float(), batch, float(loss)))
+            results.append((group, self.mode.summarize(logits, batch), float(loss)))
         model.train(was_training)
         return self.mode.metrics(results)
 
@@ -387,6 +387,8 @@ class Trainer:
                            "lr": self.lr_of(it), "trunk_lr_multiplier": mult, **{f"params_{k}": v for k, v in status.items()}})
 
     def _apply_lr(self, it: int) -> float:
+        """lr = schedule(it) x the group's lr_scale, set on every step, so the schedule never overwrites the
+        trunk's unfreeze multiplier (its scale after the switch); returns the scheduled lr."""
         lr = self.lr_of(it)
         trunk_scale = self.cfg.transfer.unfreeze_lr_multiplier if self.unfrozen_at is not None else 1.0
         for g in self.optimizer.param_groups:
@@ -402,7 +404,7 @@ class Trainer:
             why = "no checkpoint to roll back to" if not path.is_file() else f"{self.rollbacks} roll-backs already"
             raise TrainingError(f"loss became {loss} at iteration {it} ({why}); lower optim.learning_rate or check the data.")
         ckpt = load_checkpoint(path, map_location=self.device)
-        self.raw_model.load_state_dict(ckpt["model"], strict=False)
+        self.raw_model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.rollbacks += 1
         logger.warning("loss became %s at iteration %d: rolled back to the weights of iteration %d and skipping the batch",
