@@ -499,7 +499,18 @@ MODES: dict[str, type[ModeSpec]] = {
 
 
 def build_mode(cfg: Config, data, *, rank: int = 0, world_size: int = 1, lm_sampler=None) -> ModeSpec:
-    """The spec of ``cfg.train.training_type``."""
+    """The spec of ``cfg.train.training_type`` (with the LM sampler an 'lm' corruption kind needs)."""
     cls = MODES[cfg.train.training_type]
-    kw = {"lm_sampler": lm_sampler} if cls is TokenClassificationMode else {}
-    return cls(cfg, data, rank=rank, world_size=world_size, **kw)
+    kw = {}
+    if cls is TokenClassificationMode:
+        tc = cfg.token_classification
+        if lm_sampler is None and tc.label_source == "corruption" and any(k.get("type") == "lm" for k in tc.corruption):
+            # on the CPU: it runs in the prefetcher's thread, next to the training step
+            lm_sampler = LMSampler(tc.lm_checkpoint, data.meta, device="cpu")
+        kw["lm_sampler"] = lm_sampler
+    try:
+        return cls(cfg, data, rank=rank, world_size=world_size, **kw)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, (ConfigError, UserError)):
+            raise
+        raise UserError(f"cannot set up {cfg.train.training_type}: {str(e).rstrip('.')}.") from None

@@ -245,8 +245,7 @@ class Trainer:
             from mmengine.checkpoint import load_checkpoint
 
             self.ckpt = load_checkpoint(self.out_dir / "ckpt.pt")
-        self.mode = build_mode(cfg, self.data, rank=self.info.rank, world_size=self.info.world_size,
-                               lm_sampler=self._lm_sampler())
+        self.mode = build_mode(cfg, self.data, rank=self.info.rank, world_size=self.info.world_size)
         self._build_model()
         self.autocast, self.dtype_name, self.scaler = autocast_context(self.device, cfg.run.dtype)
         self.iter_num = 0
@@ -268,17 +267,6 @@ class Trainer:
         self.model = self._wrap(self.raw_model)
 
     # ---- setup ----
-
-    def _lm_sampler(self):
-        tc = self.cfg.token_classification
-        if self.cfg.train.training_type not in ("token_classification", "remasking_binary") or not tc.lm_checkpoint:
-            return None
-        if not any(k.get("type") == "lm" for k in tc.corruption):
-            return None
-        from mmengine.modes import LMSampler
-
-        # on the CPU: it runs in the prefetcher's thread, next to the training step
-        return LMSampler(tc.lm_checkpoint, self.meta, device="cpu")
 
     def _build_model(self) -> None:
         from mmengine.checkpoint import build_model, model_from_checkpoint
