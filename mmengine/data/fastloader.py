@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmengine import _fastloader
+try:
+    from mmengine import _fastloader
+except ImportError as exc:  # a source checkout whose extension was never built
+    raise ImportError(
+        "mmengine's C++ extension mmengine._fastloader is not built for this checkout: install the "
+        "package with `pip install -e .` (or run from outside the source tree after `pip install .`)"
+    ) from exc
 
 __all__ = ["paragraph_starts", "gather_windows", "gather_documents"]
 
