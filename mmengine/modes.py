@@ -205,7 +205,9 @@ class UnmaskingMode(ModeSpec):
 
     def train_batch(self, idx, rng, iteration, batch_state):
         x = self.windows("train").gather(idx)
-        return self._mask(x, rng, batch_state, iteration)
+        # continuous time: the batch's offset u comes from its own rng (stratified within the batch), so
+        # micro-batches of one step and the ranks of a DDP run do not share their masking times
+        return self._mask(x, rng, batch_state, None)
 
     def val_batches(self):
         w = self.windows("val")
