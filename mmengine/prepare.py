@@ -36,12 +36,11 @@ import logging
 import math
 import os
 import pickle
-import re
 import shutil
 import sys
 import tempfile
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -58,6 +57,7 @@ DEFAULT_BPE_VOCAB = 4096
 #: Inputs above this many characters get a progress bar (when stderr is a terminal).
 PROGRESS_MIN_CHARS = 8_000_000
 _CHUNK_CHARS = 1 << 20
+_DOC_BATCH = 4096
 
 
 class PrepareError(ValueError):
@@ -97,45 +97,19 @@ def _tqdm(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="char", unit_scale=True, disable=not enabled, file=sys.stderr)
 
 
-def _bpe_chunks(text: str, chunk_chars: int = _CHUNK_CHARS) -> list[str]:
-    """Split ``text`` into ~chunk_chars pieces at points where byte-level BPE tokenisation is unchanged.
+def _write_encoded(tok, text: str, path: Path, dtype: str, bar) -> int:
+    """Encode ``text`` piece by piece straight into the token file ``path``; returns the token count.
 
-    A cut right after "\\n" and before a non-space character never splits a pre-token
-    (GPT-2's pre-tokenizer attaches at most a ' ' to the following word, never a newline).
+    Pieces keep the peak memory at one piece's ids rather than the whole corpus as int64.
     """
-    if len(text) <= chunk_chars:
-        return [text]
-    pieces, start = [], 0
-    pattern = re.compile(r"\n(?=\S)")
-    while start < len(text):
-        if len(text) - start <= chunk_chars:
-            pieces.append(text[start:])
-            break
-        m = pattern.search(text, start + chunk_chars)
-        if m is None:
-            pieces.append(text[start:])
-            break
-        pieces.append(text[start : m.end()])
-        start = m.end()
-    return pieces
-
-
-def _encode_text(tok, text: str, show: bool, desc: str) -> np.ndarray:
-    """Token ids of ``text`` in chunks (for the progress bar)."""
-    out = []
-    with _tqdm(len(text), desc, show) as bar:
-        if isinstance(tok, CharTokenizer):
-            for i in range(0, len(text), _CHUNK_CHARS):
-                chunk = text[i : i + _CHUNK_CHARS]
-                out.append(tok.encode_array(chunk))
-                bar.update(len(chunk))
-        else:
-            chunks = _bpe_chunks(text)
-            for i in range(0, len(chunks), 16):
-                group = chunks[i : i + 16]
-                out.extend(tok.encode_batch(group))
-                bar.update(sum(len(c) for c in group))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    n = 0
+    with open(path, "wb") as f:
+        for piece in tok.pieces(text, _CHUNK_CHARS):
+            ids = tok.encode_array(piece)
+            ids.astype(dtype).tofile(f)
+            n += len(ids)
+            bar.update(len(piece))
+    return n
 
 
 # ----------------------------------------------------------------------------- tokenizer + output
@@ -145,10 +119,7 @@ def _build_tokenizer(kind: str, texts: Sequence[str], vocab_size: int | None, sh
     if kind == "char":
         if vocab_size is not None:
             raise PrepareError("--vocab-size applies only to --tokenizer bpe (a char vocabulary is the set of characters)")
-        chars: set[str] = set(extra_chars)
-        for t in texts:
-            chars.update(t)
-        return CharTokenizer(sorted(chars))
+        return CharTokenizer.from_texts([*texts, extra_chars])
     if kind == "bpe":
         vs = DEFAULT_BPE_VOCAB if vocab_size is None else vocab_size
         try:
@@ -163,20 +134,21 @@ def _check_val_fraction(val_fraction: float) -> None:
         raise PrepareError(f"--val-fraction must be in [0, 1), got {val_fraction!r}")
 
 
-def _write_tokens(path: Path, ids: np.ndarray, dtype: str) -> None:
-    ids.astype(dtype).tofile(path)
-
-
 def _write_meta(out: Path, meta: DataMeta, tok) -> None:
     (out / META_FILENAME).write_text(json.dumps(meta.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    if isinstance(tok, CharTokenizer):
-        # nanoGPT's meta.pkl (text vocabulary only: nanoGPT knows no special tokens).
-        with open(out / META_PKL_FILENAME, "wb") as f:
-            pickle.dump(
-                {"vocab_size": tok.vocab_size, "stoi": dict(tok.stoi), "itos": dict(enumerate(tok.itos))}, f
-            )
-    else:
+    if isinstance(tok, BPETokenizer):
         tok.save(out / BPE_FILENAME)
+        # nanoGPT decodes by joining itos strings: give each token its text (a token holding part
+        # of a multi-byte character reads as U+FFFD there; mmengine decodes through tokenizer.json).
+        itos = [tok.decode([i]) for i in range(tok.vocab_size)]
+    else:
+        itos = tok.itos
+    stoi: dict[str, int] = {}
+    for i, piece in enumerate(itos):
+        stoi.setdefault(piece, i)
+    # nanoGPT's meta.pkl: the text vocabulary only (nanoGPT knows no special tokens).
+    with open(out / META_PKL_FILENAME, "wb") as f:
+        pickle.dump({"vocab_size": tok.vocab_size, "stoi": stoi, "itos": dict(enumerate(itos))}, f)
 
 
 @contextmanager
@@ -245,17 +217,16 @@ def write_text_data(
     _check_val_fraction(val_fraction)
     if not inputs:
         raise PrepareError("no input files given")
-    texts = []
-    for p in inputs:
-        t = read_text_file(p)
-        if not t:
-            logger.warning("input file %s is empty; skipping it", p)
-            continue
-        texts.append(t)
-    if not texts:
+    texts = [read_text_file(p) for p in inputs]
+    if not any(texts):
         names = ", ".join(str(p) for p in inputs)
         raise PrepareError(f"the input ({names}) is empty; there is nothing to prepare")
-    text = SEPARATOR.join(texts)
+    for p, t in zip(inputs, texts):
+        if not t:
+            logger.warning("input file %s is empty; skipping it", p)
+    n_files = sum(1 for t in texts if t)
+    text = SEPARATOR.join(t for t in texts if t)
+    del texts  # the joined copy is all we need (a single file is not copied)
     show = _show_progress(progress, len(text))
     tok = _build_tokenizer(tokenizer, [text], vocab_size, show)
     n_train = _split_point(len(text), val_fraction)
@@ -268,11 +239,10 @@ def write_text_data(
         kind="text",
         tokenizer_config=tok.to_meta(),
     )
-    counts = {"input_chars": len(text), "input_files": len(texts)}
-    for split, part in (("train", text[:n_train]), ("val", text[n_train:])):
-        ids = _encode_text(tok, part, show, f"encode {split}")
-        _write_tokens(out / f"{split}.bin", ids, meta.token_dtype)
-        counts[f"{split}_tokens"] = int(len(ids))
+    counts = {"input_chars": len(text), "input_files": n_files}
+    with _tqdm(len(text), "encode", show) as bar:
+        for split, part in (("train", text[:n_train]), ("val", text[n_train:])):
+            counts[f"{split}_tokens"] = _write_encoded(tok, part, out / f"{split}.bin", meta.token_dtype, bar)
     meta.counts = counts
     _write_meta(out, meta, tok)
     return meta
@@ -330,6 +300,11 @@ def _validate_record(path: Path, lineno: int, obj: dict) -> tuple[str, str, obje
         raise PrepareError(f"{where}: 'text' must be a string")
     if not text:
         raise PrepareError(f"{where}: 'text' is empty")
+    try:
+        # JSON escapes can spell a lone surrogate ("\\ud800"), which no UTF-8 file can hold.
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PrepareError(f"{where}: 'text' holds a lone surrogate {text[e.start]!r} at character {e.start}, not valid Unicode") from None
     has_score, has_spans = "score" in obj, "spans" in obj
     if has_score == has_spans:
         raise PrepareError(f"{where}: a record needs exactly one of 'score' or 'spans'")
@@ -376,6 +351,37 @@ def _token_labels(char_labels: np.ndarray, offsets: np.ndarray, num_classes: int
         counts[c] = cs[ends] - cs[starts]
     # argmax over the reversed class axis picks the highest class among ties.
     return (num_classes - 1 - np.argmax(counts[::-1], axis=0)).astype(np.int16)
+
+
+def _char_labels(spans: Sequence[list], lengths: Sequence[int]) -> np.ndarray:
+    """int16 class of every character of documents laid end to end (0 outside every span).
+
+    ``spans[i]`` are document i's validated, non-overlapping (start, end, label) triples.
+    """
+    base = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    rows = np.array([(base[i] + a, base[i] + b, lab) for i, doc in enumerate(spans) for a, b, lab in doc], dtype=np.int64)
+    # Spans do not overlap, so +label at each start and -label at each end, summed, is the label.
+    diff = np.zeros(base[-1] + 1, dtype=np.int64)
+    if len(rows):
+        np.add.at(diff, rows[:, 0], rows[:, 2])
+        np.add.at(diff, rows[:, 1], -rows[:, 2])
+    return np.cumsum(diff[:-1]).astype(np.int16)
+
+
+def _with_separators(values: np.ndarray, lengths: np.ndarray, sep: np.ndarray, *, lead: bool) -> np.ndarray:
+    """``values`` of documents laid end to end (``lengths`` each) with ``sep`` between documents,
+    and before the first one too when ``lead`` (a batch that continues a split)."""
+    k = len(lengths) - (0 if lead else 1)  # number of separators
+    if k <= 0 or len(sep) == 0:
+        return values
+    doc = np.repeat(np.arange(len(lengths)), lengths)  # document of each value
+    pos = np.arange(len(values)) + len(sep) * (doc + (1 if lead else 0))
+    out = np.empty(len(values) + k * len(sep), dtype=values.dtype)
+    is_sep = np.ones(len(out), dtype=bool)
+    is_sep[pos] = False
+    out[pos] = values
+    out[is_sep] = np.tile(sep, k)
+    return out
 
 
 def _doc_split(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
@@ -454,34 +460,33 @@ def write_jsonl_data(
     with _tqdm(total_chars, "encode", show) as bar:
         for split in SPLITS:
             idx = np.flatnonzero(is_val if split == "val" else ~is_val)
-            toks, labs, offsets = [], [], [0]
-            for j, d in enumerate(idx):
-                text = texts[d]
-                if kind == "spans":
-                    ids, offs = tok.encode_with_offsets(text)
-                    char_labels = np.zeros(len(text), dtype=np.int16)
-                    for start, end, lab in payloads[d]:
-                        char_labels[start:end] = lab
-                    if j > 0:
-                        toks.append(sep)
-                        labs.append(np.full(len(sep), -1, dtype=np.int16))
-                    toks.append(ids)
-                    labs.append(_token_labels(char_labels, offs, n_classes))
-                else:
-                    ids = tok.encode_array(text)
-                    toks.append(ids)
-                    offsets.append(offsets[-1] + len(ids))
-                bar.update(len(text))
-            ids = np.concatenate(toks) if toks else np.zeros(0, dtype=np.int64)
-            _write_tokens(out / f"{split}.bin", ids, meta.token_dtype)
-            counts[f"{split}_tokens"] = int(len(ids))
+            lengths = []
+            label_counts = np.zeros(n_classes or 0, dtype=np.int64)
+            labels_file = open(out / f"{split}_labels.bin", "wb") if kind == "spans" else nullcontext()
+            with open(out / f"{split}.bin", "wb") as f_tok, labels_file as f_lab:
+                # Batches of documents: parallel BPE, bounded memory, a moving progress bar.
+                for b0 in range(0, len(idx), _DOC_BATCH):
+                    docs = [texts[d] for d in idx[b0 : b0 + _DOC_BATCH]]
+                    ids, offs, lens = tok.encode_documents(docs)
+                    lengths.append(lens)
+                    if kind == "spans":
+                        spans = [payloads[d] for d in idx[b0 : b0 + _DOC_BATCH]]
+                        labels = _token_labels(_char_labels(spans, [len(t) for t in docs]), offs, n_classes)
+                        label_counts += np.bincount(labels, minlength=n_classes)
+                        # "spans" documents are joined by the separator, labelled -1 (no loss).
+                        ids = _with_separators(ids, lens, sep, lead=b0 > 0)
+                        labels = _with_separators(labels, lens, np.full(len(sep), -1), lead=b0 > 0)
+                        labels.astype(np.int16).tofile(f_lab)
+                    ids.astype(meta.token_dtype).tofile(f_tok)
+                    bar.update(sum(len(t) for t in docs))
+            lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+            n_sep = len(sep) * max(len(idx) - 1, 0) if kind == "spans" else 0
+            counts[f"{split}_tokens"] = int(lengths.sum()) + n_sep
             counts[f"{split}_docs"] = int(len(idx))
             if kind == "spans":
-                lab = np.concatenate(labs) if labs else np.zeros(0, dtype=np.int16)
-                lab.astype(np.int16).tofile(out / f"{split}_labels.bin")
-                counts[f"{split}_label_counts"] = np.bincount(lab[lab >= 0], minlength=n_classes).tolist()
+                counts[f"{split}_label_counts"] = label_counts.tolist()
             else:
-                np.save(out / f"{split}_offsets.npy", np.asarray(offsets, dtype=np.int64))
+                np.save(out / f"{split}_offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
                 np.save(out / f"{split}_scores.npy", np.asarray([payloads[d] for d in idx], dtype=np.float32))
     if counts["val_docs"] == 0:
         logger.warning("the validation split is empty (%d document(s), val_fraction=%s)", len(texts), val_fraction)

@@ -25,6 +25,8 @@ def test_kind_from_dict_and_errors():
         CorruptionKind.from_dict({"type": "random", "rate": "0.1"})
     with pytest.raises(ValueError, match="ramp_iters"):
         CorruptionKind.from_dict({"type": "random", "ramp_iters": -1})
+    with pytest.raises(ValueError, match="ramp_iters = 50 needs rate_start"):
+        CorruptionKind.from_dict({"type": "random", "rate": 0.3, "ramp_iters": 50})
     with pytest.raises(TypeError, match="must be a table"):
         CorruptionKind.from_dict(["random", 0.1])
 
@@ -35,6 +37,10 @@ def test_corruptor_errors():
     with pytest.raises(ValueError, match="sum to.*iteration 10"):
         Corruptor([{"type": "random", "rate": 0.9, "rate_start": 0.0, "ramp_iters": 10},
                    {"type": "repeat", "rate": 0.5}], 10)
+    # The sum peaks at an intermediate breakpoint (iteration 100), neither at 0 nor at the last ramp end.
+    with pytest.raises(ValueError, match="sum to 1.440 at iteration 100"):
+        Corruptor([{"type": "random", "rate": 0.6, "rate_start": 0.0, "ramp_iters": 100},
+                   {"type": "repeat", "rate": 0.3, "rate_start": 0.9, "ramp_iters": 1000}], 10)
     with pytest.raises(ValueError, match="lm_sampler"):
         Corruptor([{"type": "lm", "rate": 0.1}], 10)
     with pytest.raises(ValueError, match="at least one"):

@@ -3,6 +3,7 @@ import json
 import os
 import pickle
 import subprocess
+import re
 import sys
 from pathlib import Path
 
@@ -193,6 +194,7 @@ def test_scores_dir_documents_checked(tmp_path):
 @given(st.text(min_size=1, max_size=200))
 def test_char_tokenizer_roundtrip(text):
     tok = CharTokenizer.from_text(text)
+    assert tok.itos == sorted(set(text))
     ids = tok.encode(text)
     assert tok.decode(ids) == text and max(ids) < tok.vocab_size
     assert CharTokenizer.from_meta(tok.to_meta()).encode(text) == ids
@@ -200,8 +202,13 @@ def test_char_tokenizer_roundtrip(text):
 
 def test_char_tokenizer_errors():
     tok = CharTokenizer.from_text("abc")
-    with pytest.raises(TokenizerError, match="'z' is not in"):
-        tok.encode("abz")
+    # Below, inside and beyond the code-point range of the vocabulary; the first bad one is named.
+    for text, bad in (("abz", "z"), ("aAb", "A"), ("a\U0010ffffz", "\U0010ffff")):
+        with pytest.raises(TokenizerError, match=re.escape(f"{bad!r} is not in")):
+            tok.encode(text)
+    with pytest.raises(TokenizerError, match="'a' is not in"):
+        CharTokenizer([]).encode("a")
+    assert CharTokenizer([]).encode("") == []
     with pytest.raises(TokenizerError, match="outside"):
         tok.decode([3])
     with pytest.raises(TokenizerError, match="duplicates"):
@@ -227,6 +234,16 @@ def test_bpe_tokenizer_offsets_and_missing_file(tmp_path):
     assert tok.decode(ids) == text
     with pytest.raises(TokenizerError, match="does not exist"):
         BPETokenizer.load(tmp_path / "tokenizer.json")
+
+
+def test_bpe_without_tokenizers_package_says_how_to_install(tmp_path, monkeypatch):
+    from mmengine.data.tokenizer import BPETokenizer
+
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # makes `import tokenizers` fail
+    with pytest.raises(TokenizerError, match=r"needs the 'tokenizers' package.*pip install"):
+        BPETokenizer.train(["some text"], 300)
+    with pytest.raises(TokenizerError, match=r"needs the 'tokenizers' package"):
+        load_tokenizer({"type": "bpe", "file": "tokenizer.json"}, tmp_path)
 
 
 # ----------------------------------------------------------------------------- default data dir

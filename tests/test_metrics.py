@@ -1,4 +1,5 @@
-"""mmengine.metrics against hand-computed values and textbook formulas (no scipy needed)."""
+"""mmengine.metrics against hand-computed values and textbook formulas, and against scipy / scikit-learn
+where they are installed (they are not dependencies of mmengine)."""
 import json
 import warnings
 
@@ -148,3 +149,42 @@ def test_spearman_matches_rank_formula(pairs):
         assert m["spearman"] == pytest.approx(np.corrcoef(ra, rb)[0, 1], abs=1e-9)
     else:
         assert m["spearman"] == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # scikit-learn on one-class inputs
+def test_classification_matches_scikit_learn():
+    skm = pytest.importorskip("sklearn.metrics")
+    r = np.random.default_rng(0)
+    for _ in range(40):
+        C, n = int(r.integers(1, 6)), int(r.integers(1, 60))
+        target, pred = r.integers(-1, C, n), r.integers(0, C, n)
+        m = classification_metrics(pred, target, C)
+        t, p = target[target != -1], pred[target != -1]
+        if t.size == 0:
+            continue
+        labels = list(range(C))
+        prec, rec, f1, support = skm.precision_recall_fscore_support(t, p, labels=labels, zero_division=0)
+        assert m["accuracy"] == pytest.approx(skm.accuracy_score(t, p))
+        assert np.allclose(m["precision"], prec) and np.allclose(m["recall"], rec) and np.allclose(m["f1"], f1)
+        assert m["support"] == support.tolist()
+        assert m["confusion"] == skm.confusion_matrix(t, p, labels=labels).tolist()
+        # macro-F1 over the classes present in targets or predictions (see the module docstring).
+        present = sorted(set(t.tolist()) | set(p.tolist()))
+        assert m["macro_f1"] == pytest.approx(skm.f1_score(t, p, labels=present, average="macro", zero_division=0))
+
+
+def test_regression_matches_scipy_and_scikit_learn():
+    stats = pytest.importorskip("scipy.stats")
+    skm = pytest.importorskip("sklearn.metrics")
+    r = np.random.default_rng(1)
+    for i in range(40):
+        n = int(r.integers(3, 50))
+        target, pred = r.random(n), r.random(n) + 0.5 * r.random() * np.arange(n)
+        if i % 2:  # ties exercise the average ranks of Spearman
+            target, pred = np.round(target, 1), np.round(pred, 1)
+        m = regression_metrics(pred, target)
+        assert m["mse"] == pytest.approx(skm.mean_squared_error(target, pred))
+        assert m["mae"] == pytest.approx(skm.mean_absolute_error(target, pred))
+        assert m["r2"] == pytest.approx(skm.r2_score(target, pred))
+        assert m["pearson"] == pytest.approx(stats.pearsonr(pred, target)[0])
+        assert m["spearman"] == pytest.approx(stats.spearmanr(pred, target)[0])

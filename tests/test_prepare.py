@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmengine.data.dataset import DataDir
 from mmengine.data.tokenizer import CharTokenizer
 from mmengine.prepare import (
     PrepareError,
-    _bpe_chunks,
     _token_labels,
     main,
     prepare,
@@ -177,6 +178,47 @@ def test_failure_never_destroys_existing_dir(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "out", "t.txt"]
 
 
+def test_ctrl_c_keeps_the_old_dir_and_leaves_no_temp_dir(tmp_path, monkeypatch, capsys):
+    import mmengine.prepare as prep
+
+    src = write(tmp_path / "t.txt", "hello world")
+    out = tmp_path / "out"
+    prepare_text([src], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep, "_write_meta", interrupted)
+    assert main([str(src), "--out", str(out), "--force"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "t.txt"]
+
+
+def test_interrupt_between_the_renames_restores_the_old_dir(tmp_path, monkeypatch):
+    import mmengine.prepare as prep
+
+    src = write(tmp_path / "t.txt", "hello world")
+    out = tmp_path / "out"
+    prepare_text([src], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_rename, calls = os.rename, []
+
+    def rename(a, b):  # old dir moved aside, then Ctrl-C before the new one is moved in
+        calls.append((a, b))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_rename(a, b)
+
+    monkeypatch.setattr(prep.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_text([write(tmp_path / "u.txt", "other")], out, force=True)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "t.txt", "u.txt"]
+
+
 # ----------------------------------------------------------------------------- BPE
 
 
@@ -185,7 +227,6 @@ def test_bpe_roundtrip(tmp_path):
     text = ("the quick brown fox jumps over the lazy dog.\n\nThe end, said the fox — ünïcödé.\n") * 30
     meta = prepare_text([write(tmp_path / "t.txt", text)], tmp_path / "out", tokenizer="bpe", vocab_size=300)
     assert (tmp_path / "out" / "tokenizer.json").is_file()
-    assert not (tmp_path / "out" / "meta.pkl").exists()
     assert meta.tokenizer == "bpe" and 256 < meta.text_vocab_size <= 300
     dd = DataDir.open(tmp_path / "out")
     tok = dd.tokenizer
@@ -196,6 +237,28 @@ def test_bpe_roundtrip(tmp_path):
     sep = meta.separator_ids
     assert any(ids[i : i + len(sep)] == sep for i in range(len(ids)))
     assert meta.special_ids["[MASK]"] == meta.text_vocab_size
+    # meta.pkl for nanoGPT tools: the text vocabulary, each id's text, so joining itos decodes.
+    with open(tmp_path / "out" / "meta.pkl", "rb") as f:
+        pk = pickle.load(f)
+    assert pk["vocab_size"] == meta.text_vocab_size == len(pk["itos"])
+    sentence = "the lazy dog said the end.\n"
+    assert "".join(pk["itos"][i] for i in tok.encode(sentence)) == sentence
+    assert all(pk["itos"][i] == ch for ch, i in pk["stoi"].items() if len(ch) == 1 and ch.isascii())
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "bpe"])
+def test_encoding_in_pieces_gives_the_same_files(tmp_path, monkeypatch, tokenizer):
+    if tokenizer == "bpe":
+        pytest.importorskip("tokenizers")
+    import mmengine.prepare as prep
+
+    src = write(tmp_path / "t.txt", TRICKY_TEXT * 3)
+    kw = {"tokenizer": tokenizer, "vocab_size": 300 if tokenizer == "bpe" else None}
+    prepare_text([src], tmp_path / "whole", **kw)
+    monkeypatch.setattr(prep, "_CHUNK_CHARS", 7)
+    prepare_text([src], tmp_path / "pieces", progress=True, **kw)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "pieces" / name).read_bytes()
 
 
 def test_bpe_vocab_too_small(tmp_path):
@@ -204,15 +267,34 @@ def test_bpe_vocab_too_small(tmp_path):
         prepare_text([write(tmp_path / "t.txt", "abc")], tmp_path / "out", tokenizer="bpe", vocab_size=100)
 
 
-def test_bpe_chunking_preserves_tokenisation():
+TRICKY_TEXT = "Alpha beta.\n  Gamma\n\ndelta\n\n\n epsilon\nzeta  eta's  x\t\tb 12 cd,e f \u00e9t\u00e9 \u3000g h\n" * 8
+
+
+@pytest.fixture(scope="module")
+def bpe_tok():
     pytest.importorskip("tokenizers")
     from mmengine.data.tokenizer import BPETokenizer
 
-    text = "Alpha beta.\n  Gamma\n\ndelta\n\n\n epsilon\nzeta " * 50
-    tok = BPETokenizer.train([text], 300)
-    chunks = _bpe_chunks(text, chunk_chars=37)
-    assert "".join(chunks) == text and len(chunks) > 5
-    assert np.concatenate(tok.encode_batch(chunks)).tolist() == tok.encode(text)
+    return BPETokenizer.train([TRICKY_TEXT * 4], 320)
+
+
+@pytest.mark.parametrize("chunk_chars", [1, 5, 37, 100, 10_000])
+def test_bpe_pieces_preserve_tokenisation(bpe_tok, chunk_chars):
+    # encode_with_offsets encodes the whole string at once: the reference for the pieces.
+    whole = bpe_tok.encode_with_offsets(TRICKY_TEXT)[0].tolist()
+    pieces = list(bpe_tok.pieces(TRICKY_TEXT, chunk_chars))
+    assert "".join(pieces) == TRICKY_TEXT
+    assert len(pieces) > 1 or chunk_chars >= len(TRICKY_TEXT)
+    assert [i for p in pieces for i in bpe_tok.encode_with_offsets(p)[0].tolist()] == whole
+    assert bpe_tok.encode(TRICKY_TEXT) == whole  # long texts are encoded in pieces
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(alphabet="ab \n\t.'s1\u00e9\u3000", max_size=80))
+def test_bpe_pieces_any_text(bpe_tok, text):
+    pieces = list(bpe_tok.pieces(text, 1))
+    assert "".join(pieces) == text
+    assert [i for p in pieces for i in bpe_tok.encode_with_offsets(p)[0].tolist()] == bpe_tok.encode_with_offsets(text)[0].tolist()
 
 
 # ----------------------------------------------------------------------------- JSONL scores
@@ -268,6 +350,7 @@ def test_jsonl_split_at_least_one_each(tmp_path):
         ('{"text": "abc", "spans": [[0.5, 2, 1]]}', "start, end, label"),
         ('{"text": "abc", "spans": "0-2"}', "list"),
         ('{"text": "abc", "spans": [[0, 1, 1]]}', "mixes"),
+        ('{"text": "ab\\ud800c", "score": 0.5}', "lone surrogate"),
     ],
 )
 def test_jsonl_bad_lines_name_file_and_line(tmp_path, line, msg):
@@ -388,7 +471,7 @@ def test_progress_bar_goes_to_stderr(tmp_path, capfd):
     src = write(tmp_path / "t.txt", "progress bar text\n" * 100)
     prepare_text([src], tmp_path / "out", progress=True)
     out, err = capfd.readouterr()
-    assert out == "" and "encode train" in err
+    assert out == "" and "encode" in err and "100%" in err
 
 
 def test_input_is_directory_and_out_is_file(tmp_path):

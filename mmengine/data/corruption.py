@@ -39,7 +39,8 @@ class CorruptionKind:
 
     Fields:
         type: "random", "lm", "swap" or "repeat".
-        rate: share of positions corrupted by this kind (after the ramp), in [0, 1].
+        rate: share of positions given to this kind (after the ramp), in [0, 1]; for "swap" the share
+            of positions starting a swap (both tokens of a pair change).
         rate_start: rate at iteration 0 when ramping (None = no ramp).
         ramp_iters: iterations over which the rate goes linearly from rate_start to rate (0 = no ramp).
     """
@@ -63,6 +64,9 @@ class CorruptionKind:
             setattr(self, name, float(v))
         if isinstance(self.ramp_iters, bool) or not isinstance(self.ramp_iters, int) or self.ramp_iters < 0:
             raise ValueError(f"corruption field ramp_iters must be an integer >= 0, got {self.ramp_iters!r}")
+        if self.ramp_iters > 0 and self.rate_start is None:
+            # Silently not ramping would ignore what the user asked for.
+            raise ValueError(f"corruption field ramp_iters = {self.ramp_iters} needs rate_start (the rate at iteration 0)")
 
     @classmethod
     def from_dict(cls, d) -> "CorruptionKind":
@@ -101,7 +105,8 @@ class Corruptor:
         if isinstance(text_vocab_size, bool) or not isinstance(text_vocab_size, (int, np.integer)) or text_vocab_size < 2:
             raise ValueError(f"text_vocab_size must be an integer >= 2 to corrupt tokens, got {text_vocab_size!r}")
         self.text_vocab_size = int(text_vocab_size)
-        for it in (0, max(k.ramp_iters for k in self.kinds)):
+        # The summed rate is piecewise linear in the iteration, so its maximum is at a breakpoint.
+        for it in sorted({0, *(k.ramp_iters for k in self.kinds)}):
             total = sum(k.rate_at(it) for k in self.kinds)
             if total > 1.0 + 1e-9:
                 raise ValueError(f"the corruption rates sum to {total:.3f} at iteration {it}; they must sum to <= 1")

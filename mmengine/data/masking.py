@@ -12,22 +12,28 @@ Two objectives:
   - ``sticky``: grows contiguous masked runs. Each step, every not-yet-masked position joins with
     probability p2 if a neighbour is masked and p1 otherwise, until exactly
     ``max(1, round(target_masked_ratio * T))`` positions of the row are masked (when a step would
-    overshoot, a uniformly random subset of its new positions is kept). A row that gains nothing
-    in a step (e.g. p1 = 0 before any run exists) is seeded with one position, preferring positions
-    that had a non-zero probability, so the loop always ends within T steps.
+    overshoot, a uniformly random subset of its new positions is kept). Steps in which nothing
+    joins are skipped by drawing each step conditioned on progress (the same distribution of
+    masks, in at most T steps). If nothing can ever join (p1 = 0 before any run exists, or
+    p1 = p2 = 0) the row is seeded with one uniformly random position.
   - ``span``: spans with geometric lengths of mean ``span_length`` starting at random unmasked
     positions, until exactly ``max(1, round(target_masked_ratio * T))`` positions are masked.
 
-* **Continuous time** (MDLM / LLaDA, :func:`continuous_time_mask`): per row a time t in (eps, 1],
-  each token masked independently with probability t. With the linear schedule alpha_t = 1 - t
-  the negative ELBO is
+* **Continuous time** (MDLM / LLaDA, :func:`continuous_time_mask`): per row a time t in [eps, 1),
+  each token replaced by [MASK] independently with probability t (no BERT replacement: the bound
+  below assumes the model sees [MASK] at every masked position). With the linear schedule
+  alpha_t = 1 - t the negative ELBO of a sequence x of T tokens is
 
-      NELBO(x) = E_t [ (1 / t) * sum_{i masked at t} -log p_theta(x_i | x_t) ]  >=  -log p_theta(x),
+      NELBO(x) = integral_0^1 (1 / t) E_{x_t} [ sum_{i masked in x_t} -log p_theta(x_i | x_t) ] dt
+               >= -log p_theta(x),
 
-  so ``sum_rows (1 / t_b) * sum_{masked i} CE_bi / (B * T)`` is an unbiased estimate of an *upper
-  bound* on the NLL per token (in nats), and ``exp`` of it an upper bound on the perplexity, the
-  figure MDLM/LLaDA report (see :func:`nelbo_per_token`). The batch's t values are stratified,
-  t_i = eps + (1 - eps) * ((u + i / B) mod 1), which lowers the variance of the estimate.
+  so with one t_b per row, ``sum_b (1 / t_b) * sum_{masked i} CE_bi / (B * T)`` estimates
+  NELBO / T without bias: an *upper bound* on the NLL per token (nats), and ``exp`` of it an upper
+  bound on the perplexity, the figure MDLM/LLaDA report (see :func:`nelbo_per_token`). As in MDLM,
+  t is drawn from [eps, 1) rather than [0, 1), which changes the figure by O(eps) (the integrand is
+  bounded: about one token's CE near t = 0). The bound is tight for the exact conditionals and
+  grows with every error of the model. The batch's t values are stratified,
+  t_i = eps + (1 - eps) * (i + u) / B, which lowers the variance of the estimate.
 
 numpy only (no torch import). Every function takes an explicit ``np.random.Generator``.
 """
@@ -150,6 +156,29 @@ def _keep_random_subset(cand: np.ndarray, need: np.ndarray, rng: np.random.Gener
     return cand & (rank < need[:, None])
 
 
+def _bernoulli_nonempty(prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Independent Bernoulli(prob) draws per row, conditioned on at least one success in each row.
+
+    The same law as redrawing a row until something succeeds, without that loop (tiny probabilities
+    would make it long): the first success falls at j with probability proportional to
+    prob_j * prod_{i<j} (1 - prob_i), and the positions after it are drawn unconditionally.
+    Every row needs some prob > 0.
+    """
+    A, T = prob.shape
+    survive = np.cumprod(1.0 - prob, axis=1)  # (A, T): P(no success in [0, j])
+    first_at = prob * np.concatenate([np.ones((A, 1)), survive[:, :-1]], axis=1)  # (A, T)
+    cdf = np.cumsum(first_at, axis=1)
+    u = rng.random(A) * cdf[:, -1]
+    j = (cdf <= u[:, None]).sum(axis=1)
+    # Rounding of u * cdf[-1] must not step past the last position that can succeed.
+    last = T - 1 - np.argmax(first_at[:, ::-1] > 0, axis=1)
+    j = np.minimum(j, last)
+    pos = np.arange(T)
+    out = (rng.random((A, T)) < prob) & (pos > j[:, None])
+    out[np.arange(A), j] = True
+    return out
+
+
 def _sticky_mask(k: int, p1: float, p2: float, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
     mask = np.zeros((B, T), dtype=bool)
     count = np.zeros(B, dtype=np.int64)
@@ -160,13 +189,17 @@ def _sticky_mask(k: int, p1: float, p2: float, B: int, T: int, rng: np.random.Ge
         prob = np.where(_neighbour_masked(m), p2, p1)
         prob[m] = 0.0
         cand = rng.random(m.shape) < prob
-        stuck = ~cand.any(axis=1)
-        if stuck.any():
-            # Fallback seeding: one position per stuck row, among those with non-zero probability if any.
-            r = np.flatnonzero(stuck)
-            keys = rng.random((len(r), T)) + (prob[r] > 0)
-            keys[m[r]] = -1.0
-            cand[r, np.argmax(keys, axis=1)] = True
+        # A step in which nothing joins changes nothing: such rows take a step conditioned on
+        # progress instead, which is the same process without the idle steps.
+        stuck = np.flatnonzero(~cand.any(axis=1) & (prob > 0).any(axis=1))
+        if len(stuck):
+            cand[stuck] = _bernoulli_nonempty(prob[stuck], rng)
+        # Rows where nothing can ever join (p1 = 0 and nothing masked yet, or p1 = p2 = 0) are
+        # seeded with one uniformly random unmasked position.
+        dead = np.flatnonzero(~cand.any(axis=1))
+        if len(dead):
+            keys = np.where(m[dead], -1.0, rng.random((len(dead), T)))
+            cand[dead, np.argmax(keys, axis=1)] = True
         need = k - count[active]
         over = cand.sum(axis=1) > need
         if over.any():
@@ -279,11 +312,12 @@ def continuous_time_mask(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Continuous-time (MDLM / LLaDA) masking: returns ``(mask (B, T) bool, t (B,) float32)``.
 
-    t_i = eps + (1 - eps) * ((u + i / B) mod 1) with one offset u per batch (stratified
-    sampling: the B times cover (eps, 1] evenly); each token of row i is masked with probability
-    t_i. The loss of a masked token is weighted by 1 / t_i (see the module docstring and
-    :func:`nelbo_per_token`). ``u`` comes from ``rng``, or, when ``step`` is given, from the
-    golden-ratio sequence frac(step * 0.618...) so consecutive batches interleave evenly too.
+    t_i = eps + (1 - eps) * (i + u) / B for row i, with one offset u in [0, 1) per batch
+    (stratified: exactly one t in each of the B equal strata of [eps, 1)); each token of row i is
+    masked with probability t_i. The loss of a masked token is weighted by 1 / t_i (see the module
+    docstring and :func:`nelbo_per_token`). ``u`` comes from ``rng``, or, when ``step`` is given,
+    from the golden-ratio sequence frac(step * 0.618...), so that the offsets of consecutive
+    batches fill the strata evenly too (low discrepancy across steps, reproducible on resume).
     """
     B, T = (int(s) for s in batch_shape)
     if not 0.0 <= eps < 1.0:
@@ -292,8 +326,7 @@ def continuous_time_mask(
         u = (int(step) * 0.6180339887498949) % 1.0
     else:
         u = rng.random()
-    frac = (u + np.arange(B) / max(B, 1)) % 1.0
-    t = eps + (1.0 - eps) * frac
+    t = eps + (1.0 - eps) * (np.arange(B) + u) / max(B, 1)
     # Avoid t == 0 when eps == 0 (the 1/t weight).
     t = np.maximum(t, np.finfo(np.float32).tiny).astype(np.float32)
     mask = rng.random((B, T)) < t[:, None]
@@ -303,14 +336,19 @@ def continuous_time_mask(
 def nelbo_per_token(token_nll: np.ndarray, mask: np.ndarray, t: np.ndarray) -> float:
     """Estimate of the NELBO per token (nats) from one batch: sum_b (1/t_b) sum_{masked} nll / (B * T).
 
-    ``token_nll`` (B, T): -log p(x_i | x_t) at each position (ignored where not masked). An upper
-    bound on the NLL per token in expectation; ``math.exp`` of it bounds the perplexity.
+    ``token_nll`` (B, T): -log p(x_i | x_t) at each position (ignored where not masked); ``mask``
+    and ``t`` from :func:`continuous_time_mask`. Its expectation over batches is NELBO / T, an upper
+    bound on the NLL per token (up to the O(eps) of the truncated time range); ``math.exp`` of the
+    mean over an evaluation set bounds the perplexity.
     """
     token_nll = np.asarray(token_nll, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
+    t = np.asarray(t, dtype=np.float64)
+    if token_nll.ndim != 2 or mask.shape != token_nll.shape or t.shape != token_nll.shape[:1]:
+        raise ValueError(f"need token_nll and mask of one shape (B, T) and t of shape (B,); got "
+                         f"{token_nll.shape}, {mask.shape}, {t.shape}")
     B, T = token_nll.shape
-    w = 1.0 / np.asarray(t, dtype=np.float64)[:, None]
-    return float((np.where(mask, token_nll, 0.0) * w).sum() / max(B * T, 1))
+    return float((np.where(mask, token_nll, 0.0) / t[:, None]).sum() / max(B * T, 1))
 
 
 class StageCurriculum:
