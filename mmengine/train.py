@@ -585,7 +585,8 @@ def train(cfg: Config) -> TrainResult:
 
 
 def _main(argv: list[str]) -> int:
-    setup_console_logging()
+    # under torchrun only rank 0 talks; the others report warnings and errors
+    setup_console_logging(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
     cfg = load_config(argv)
     t0 = time.perf_counter()
     try:
