@@ -9,3 +9,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault(
     "TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(), "mmengine-inductor-cache")
 )
+# Tiny models on a shared 2-core machine: spinning OpenMP workers (and the two DDP test processes)
+# steal each other's cores; passive waits keep tiny steps fast. Only effective before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
