@@ -19,11 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def _as_1d(a, name: str) -> np.ndarray:
-    a = np.asarray(a)
-    return a.reshape(-1)
-
-
 def classification_metrics(pred, target, num_classes: int, ignore_index: int = -1) -> dict:
     """Accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix.
 
@@ -36,8 +31,8 @@ def classification_metrics(pred, target, num_classes: int, ignore_index: int = -
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     C = int(num_classes)
-    p = _as_1d(pred, "pred")
-    t = _as_1d(target, "target")
+    p = np.asarray(pred).reshape(-1)
+    t = np.asarray(target).reshape(-1)
     if p.shape != t.shape:
         raise ValueError(f"pred has {p.size} entries but target has {t.size}")
     if p.size and not np.issubdtype(p.dtype, np.integer):
@@ -74,7 +69,7 @@ def classification_metrics(pred, target, num_classes: int, ignore_index: int = -
 
 def average_ranks(a) -> np.ndarray:
     """1-based ranks of ``a`` with ties given their average rank (as scipy.stats.rankdata)."""
-    a = _as_1d(a, "a")
+    a = np.asarray(a).reshape(-1)
     order = np.argsort(a, kind="mergesort")
     sorted_a = a[order]
     # Start of each run of equal values in sorted order.
@@ -103,8 +98,8 @@ def regression_metrics(pred, target) -> dict:
     Inputs of any matching shape (flattened), finite. Returns
     ``{"mse", "mae", "pearson", "spearman", "r2", "count"}`` (see the module docstring for constants).
     """
-    p = _as_1d(pred, "pred").astype(np.float64)
-    t = _as_1d(target, "target").astype(np.float64)
+    p = np.asarray(pred).reshape(-1).astype(np.float64)
+    t = np.asarray(target).reshape(-1).astype(np.float64)
     if p.shape != t.shape:
         raise ValueError(f"pred has {p.size} entries but target has {t.size}")
     if p.size == 0:

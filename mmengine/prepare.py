@@ -2,6 +2,11 @@
 
     python -m mmengine.prepare INPUT... --out DIR [--tokenizer char|bpe] [--vocab-size N]
                                [--val-fraction 0.1] [--seed 0] [--num-classes N] [--force]
+                               [--progress | --no-progress]
+
+Every data dir gets ``meta.json`` (see :class:`~mmengine.data.dataset.DataMeta`) and nanoGPT's
+``meta.pkl`` (``vocab_size``, ``stoi``, ``itos`` of the text vocabulary); a BPE dir also gets the
+trained ``tokenizer.json``. Inputs of 8M characters or more show a progress bar on a terminal.
 
 Plain text (any extension but .jsonl): the files are joined with a blank line between them and
 split like nanoGPT: the first ``1 - val_fraction`` of the characters train, the rest validate
@@ -22,7 +27,7 @@ split when there are two or more and val_fraction > 0). Blank lines are skipped;
 
 The output is written into a temp dir next to ``--out`` and renamed into place at the end, so a
 failure never leaves a half-written data dir and never damages an existing one. A non-empty
-existing ``--out`` is refused unless ``--force``.
+existing ``--out`` is refused unless ``--force`` (and then still when an input lies inside it).
 
 Bad input (invalid UTF-8 or JSON, a score outside [0, 1], an overlapping or out-of-range span, a
 label >= the number of classes, ...) raises :class:`PrepareError` naming the file and line; the CLI
@@ -152,19 +157,23 @@ def _write_meta(out: Path, meta: DataMeta, tok) -> None:
 
 
 @contextmanager
-def atomic_output_dir(out_dir, *, force: bool = False):
+def atomic_output_dir(out_dir, *, force: bool = False, keep: Sequence = ()):
     """Yield a temp dir next to ``out_dir``; on success it replaces ``out_dir`` by rename.
 
     An existing non-empty ``out_dir`` is refused unless ``force``; with ``force`` the old dir is
-    moved aside first and deleted only after the new one is in place. On any error the temp dir
-    is removed and ``out_dir`` is untouched.
+    moved aside first and deleted only after the new one is in place, so it must not hold any of
+    the ``keep`` paths (the inputs). On any error the temp dir is removed and ``out_dir`` is untouched.
     """
     out = Path(out_dir)
     if out.exists():
         if not out.is_dir():
             raise PrepareError(f"--out {out} exists and is not a directory")
-        if any(out.iterdir()) and not force:
-            raise PrepareError(f"output dir {out} already exists and is not empty; pass --force to replace it")
+        if any(out.iterdir()):
+            if not force:
+                raise PrepareError(f"output dir {out} already exists and is not empty; pass --force to replace it")
+            for p in keep:
+                if Path(p).resolve().is_relative_to(out.resolve()):
+                    raise PrepareError(f"input {p} lies inside --out {out}, which --force would delete; move it out first")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -261,7 +270,7 @@ def prepare_text(
 ) -> DataMeta:
     """Prepare plain text files into ``out_dir`` atomically (see the module docstring). Returns its DataMeta."""
     _check_val_fraction(val_fraction)
-    with atomic_output_dir(out_dir, force=force) as tmp:
+    with atomic_output_dir(out_dir, force=force, keep=inputs) as tmp:
         return write_text_data(
             inputs, tmp, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
             progress=progress,
@@ -509,7 +518,7 @@ def prepare_jsonl(
 ) -> DataMeta:
     """Prepare labelled JSONL files ({"text", "score"} or {"text", "spans"}) into ``out_dir`` atomically."""
     _check_val_fraction(val_fraction)
-    with atomic_output_dir(out_dir, force=force) as tmp:
+    with atomic_output_dir(out_dir, force=force, keep=inputs) as tmp:
         return write_jsonl_data(
             inputs, tmp, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
             num_classes=num_classes, progress=progress,

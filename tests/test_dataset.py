@@ -139,6 +139,24 @@ def test_nanogpt_dir_with_meta_pkl(tmp_path):
     assert dd.tokenizer.decode(np.concatenate([dd.tokens("train"), dd.tokens("val")])) == text
 
 
+def test_nanogpt_dir_trains_as_it_is(tmp_path):
+    # The promise end to end: a nanoGPT dir (no meta.json) goes straight into the trainer.
+    pytest.importorskip("torch")
+    from mmengine.config import load_config
+    from mmengine.train import train
+
+    text = "To be, or not to be:\n\nthat is the question.\n" * 40
+    make_nanogpt_dir(tmp_path / "ng", text)
+    train(load_config([
+        f"--data.dir={tmp_path / 'ng'}", f"--run.out_dir={tmp_path / 'run'}", "--model.n_layer=1",
+        "--model.n_embd=16", "--model.n_head=2", "--data.block_size=16", "--data.batch_size=2",
+        "--train.max_iters=2", "--train.eval_interval=2", "--train.eval_iters=1", "--log.sample_tokens=0",
+        "--log.progress=false",
+    ]))
+    assert (tmp_path / "run" / "ckpt.pt").is_file()
+    assert not (tmp_path / "ng" / "meta.json").exists()
+
+
 def test_nanogpt_dir_without_meta_pkl_needs_vocab_size(tmp_path):
     make_nanogpt_dir(tmp_path / "ng", "abcabc" * 10, with_pkl=False)
     with pytest.raises(DataError, match="neither meta.json nor meta.pkl.*vocab_size=50257"):

@@ -165,6 +165,15 @@ def test_empty_existing_out_is_fine_and_force_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "t.txt", "u.txt"]
 
 
+def test_force_refuses_to_delete_an_input_inside_out(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    src = write(out / "corpus.txt", "my only copy")
+    with pytest.raises(PrepareError, match="lies inside --out.*--force would delete"):
+        prepare_text([src], out, force=True)
+    assert src.read_text() == "my only copy"
+
+
 def test_failure_never_destroys_existing_dir(tmp_path):
     src = write(tmp_path / "t.txt", "hello world")
     out = tmp_path / "out"

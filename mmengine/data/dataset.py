@@ -8,7 +8,7 @@ A data dir written by ``python -m mmengine.prepare`` holds::
     train_offsets.npy, ...     "scores" data: int64 document offsets (n_docs + 1)
     train_scores.npy, ...      "scores" data: float32 score per document, in [0, 1]
     tokenizer.json             BPE data: the trained tokenizer
-    meta.pkl                   char data: nanoGPT's {vocab_size, stoi, itos}, for nanoGPT tools
+    meta.pkl                   nanoGPT's {vocab_size, stoi, itos} of the text vocabulary, for nanoGPT tools
 
 A nanoGPT data dir (``train.bin``/``val.bin`` as uint16 + ``meta.pkl``, no ``meta.json``) opens as it
 is: the special tokens are appended after its ``vocab_size``. A dir with neither ``meta.json`` nor
