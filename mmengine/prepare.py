@@ -568,7 +568,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 for bad input, with a one-line message)."""
+    """CLI entry point; returns the exit status (2 for bad input, 1 when writing fails, 130 on Ctrl-C),
+    with a one-line message."""
     args = _build_parser().parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
@@ -589,6 +590,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as e:  # writing failed (disk full, permissions): the temp dir is already gone
+        print(f"error: cannot write the data dir {args.out}: {e.strerror or e}; nothing was written", file=sys.stderr)
+        return 1
     c = meta.counts
     print(
         f"wrote {args.out}: {meta.kind} data, {meta.tokenizer} tokenizer, vocab_size {meta.vocab_size} "

@@ -205,6 +205,19 @@ def test_ctrl_c_keeps_the_old_dir_and_leaves_no_temp_dir(tmp_path, monkeypatch, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "t.txt"]
 
 
+def test_cli_write_failure_is_one_line(tmp_path, monkeypatch, capsys):
+    import mmengine.prepare as prep
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prep, "_write_meta", disk_full)
+    assert main([str(write(tmp_path / "t.txt", "abc")), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device; nothing was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
 def test_interrupt_between_the_renames_restores_the_old_dir(tmp_path, monkeypatch):
     import mmengine.prepare as prep
 

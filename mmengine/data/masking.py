@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 
 import numpy as np
 
@@ -128,8 +129,8 @@ def make_mask(stage: MaskingStage, batch_shape: tuple[int, int], rng: np.random.
     if stage.type == "random":
         return _random_mask(stage.max_masked_ratio, B, T, rng)
     if stage.type == "sticky":
-        return _sticky_mask(stage.masked_count(T), stage.p1, stage.p2, B, T, rng)
-    return _span_mask(stage.masked_count(T), stage.span_length, B, T, rng)
+        return _grow_to(stage.masked_count(T), B, T, rng, partial(_sticky_step, p1=stage.p1, p2=stage.p2))
+    return _grow_to(stage.masked_count(T), B, T, rng, partial(_span_step, mean_len=stage.span_length))
 
 
 def _random_mask(max_ratio: float, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
@@ -179,67 +180,68 @@ def _bernoulli_nonempty(prob: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return out
 
 
-def _sticky_mask(k: int, p1: float, p2: float, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
-    mask = np.zeros((B, T), dtype=bool)
-    count = np.zeros(B, dtype=np.int64)
-    active = np.arange(B)
-    # Each step every active row gains >= 1 position, so at most k steps.
-    while len(active):
-        m = mask[active]  # (A, T)
-        prob = np.where(_neighbour_masked(m), p2, p1)
-        prob[m] = 0.0
-        cand = rng.random(m.shape) < prob
-        # A step in which nothing joins changes nothing: such rows take a step conditioned on
-        # progress instead, which is the same process without the idle steps.
-        stuck = np.flatnonzero(~cand.any(axis=1) & (prob > 0).any(axis=1))
-        if len(stuck):
-            cand[stuck] = _bernoulli_nonempty(prob[stuck], rng)
-        # Rows where nothing can ever join (p1 = 0 and nothing masked yet, or p1 = p2 = 0) are
-        # seeded with one uniformly random unmasked position.
-        dead = np.flatnonzero(~cand.any(axis=1))
-        if len(dead):
-            keys = np.where(m[dead], -1.0, rng.random((len(dead), T)))
-            cand[dead, np.argmax(keys, axis=1)] = True
-        need = k - count[active]
-        over = cand.sum(axis=1) > need
-        if over.any():
-            cand[over] = _keep_random_subset(cand[over], need[over], rng)
-        mask[active] = m | cand
-        count[active] += cand.sum(axis=1)
-        active = active[count[active] < k]
-    return mask
+def _grow_to(k: int, B: int, T: int, rng: np.random.Generator, step) -> np.ndarray:
+    """Boolean (B, T) masks grown step by step until every row holds exactly ``k`` positions.
 
-
-def _span_mask(k: int, mean_len: float, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
+    ``step(m, need, rng)`` gets the masks of the rows still growing (A, T) and how many positions
+    each still needs (A,), and returns their new positions: at least one and at most need[row] per
+    row, none already masked. So the loop ends within k steps.
+    """
     mask = np.zeros((B, T), dtype=bool)
     count = np.zeros(B, dtype=np.int64)
     active = np.arange(B)
     while len(active):
         m = mask[active]  # (A, T)
-        need = k - count[active]  # (A,)
-        # Several spans per step (about half of what is still needed, since spans may overlap),
-        # starting at random unmasked positions; a row that draws no start gets one, so every
-        # step makes progress.
-        free = T - count[active]
-        rate = np.minimum(1.0, need / (2.0 * mean_len) / free)
-        u = rng.random(m.shape)
-        starts = (u < rate[:, None]) & ~m  # (A, T) span start positions
-        none = np.flatnonzero(~starts.any(axis=1))
-        if len(none):
-            starts[none, np.argmax(np.where(m[none], -1.0, u[none]), axis=1)] = True
-        rows, cols = np.nonzero(starts)
-        ends = np.minimum(cols + rng.geometric(1.0 / mean_len, size=len(cols)), T)
-        # Difference array: +1 at each start, -1 at each end; positive prefix sum = inside a span.
-        diff = np.zeros((len(active), T + 1), dtype=np.int64)
-        np.add.at(diff, (rows, cols), 1)
-        np.add.at(diff, (rows, ends), -1)
-        new = (np.cumsum(diff[:, :T], axis=1) > 0) & ~m
-        # Keep the first `need` new positions (only the last step of a row can overshoot).
-        new &= np.cumsum(new, axis=1) <= need[:, None]
+        new = step(m, k - count[active], rng)
         mask[active] = m | new
         count[active] += new.sum(axis=1)
         active = active[count[active] < k]
     return mask
+
+
+def _sticky_step(m: np.ndarray, need: np.ndarray, rng: np.random.Generator, *, p1: float, p2: float) -> np.ndarray:
+    T = m.shape[1]
+    prob = np.where(_neighbour_masked(m), p2, p1)
+    prob[m] = 0.0
+    new = rng.random(m.shape) < prob
+    # A step in which nothing joins changes nothing: such rows take a step conditioned on
+    # progress instead, which is the same process without the idle steps.
+    stuck = np.flatnonzero(~new.any(axis=1) & (prob > 0).any(axis=1))
+    if len(stuck):
+        new[stuck] = _bernoulli_nonempty(prob[stuck], rng)
+    # Rows where nothing can ever join (p1 = 0 and nothing masked yet, or p1 = p2 = 0) are
+    # seeded with one uniformly random unmasked position.
+    dead = np.flatnonzero(~new.any(axis=1))
+    if len(dead):
+        keys = np.where(m[dead], -1.0, rng.random((len(dead), T)))
+        new[dead, np.argmax(keys, axis=1)] = True
+    over = new.sum(axis=1) > need
+    if over.any():
+        new[over] = _keep_random_subset(new[over], need[over], rng)
+    return new
+
+
+def _span_step(m: np.ndarray, need: np.ndarray, rng: np.random.Generator, *, mean_len: float) -> np.ndarray:
+    A, T = m.shape
+    # Several spans per step (about half of what is still needed, since spans may overlap),
+    # starting at random unmasked positions; a row that draws no start gets one, so every
+    # step makes progress.
+    free = T - m.sum(axis=1)
+    rate = np.minimum(1.0, need / (2.0 * mean_len) / free)
+    u = rng.random(m.shape)
+    starts = (u < rate[:, None]) & ~m  # (A, T) span start positions
+    none = np.flatnonzero(~starts.any(axis=1))
+    if len(none):
+        starts[none, np.argmax(np.where(m[none], -1.0, u[none]), axis=1)] = True
+    rows, cols = np.nonzero(starts)
+    ends = np.minimum(cols + rng.geometric(1.0 / mean_len, size=len(cols)), T)
+    # Difference array: +1 at each start, -1 at each end; positive prefix sum = inside a span.
+    diff = np.zeros((A, T + 1), dtype=np.int64)
+    np.add.at(diff, (rows, cols), 1)
+    np.add.at(diff, (rows, ends), -1)
+    new = (np.cumsum(diff[:, :T], axis=1) > 0) & ~m
+    # Keep the first `need` new positions (only the last step of a row can overshoot).
+    return new & (np.cumsum(new, axis=1) <= need[:, None])
 
 
 def _bert_split(bert_replacement) -> tuple[float, float, float] | None:
