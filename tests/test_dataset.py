@@ -197,8 +197,16 @@ def test_scores_dir_documents_checked(tmp_path):
     dd = DataDir.open(tmp_path / "d")
     toks, offs, scores = dd.documents("train")
     assert len(offs) == len(scores) + 1
+    good_offs, good_scores = offs.copy(), scores.copy()
     np.save(tmp_path / "d" / "train_scores.npy", np.zeros(1, dtype=np.float32))
     with pytest.raises(DataError, match="do not match"):
+        dd.documents("train")
+    np.save(tmp_path / "d" / "train_scores.npy", np.where(np.arange(len(good_scores)) == 0, np.nan, good_scores))
+    with pytest.raises(DataError, match=r"outside \[0, 1\]"):
+        dd.documents("train")
+    np.save(tmp_path / "d" / "train_scores.npy", good_scores)
+    np.save(tmp_path / "d" / "train_offsets.npy", good_offs[[0, 2, 1, 3]] if len(good_offs) == 4 else good_offs[::-1])
+    with pytest.raises(DataError, match="never decrease"):
         dd.documents("train")
     os.remove(tmp_path / "d" / "train_offsets.npy")
     with pytest.raises(DataError, match="no train_offsets.npy"):

@@ -489,6 +489,16 @@ def test_cli_subprocess_ok(tmp_path):
     assert isinstance(dd.tokenizer, CharTokenizer) and dd.meta.counts["val_tokens"] == 44
 
 
+def test_progress_bar_by_default_only_for_large_inputs_on_a_terminal(monkeypatch):
+    from mmengine.prepare import PROGRESS_MIN_CHARS, _show_progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert _show_progress(None, PROGRESS_MIN_CHARS) and not _show_progress(None, PROGRESS_MIN_CHARS - 1)
+    assert _show_progress(True, 1) and not _show_progress(False, 10**9)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not _show_progress(None, 10**9)
+
+
 def test_progress_bar_goes_to_stderr(tmp_path, capfd):
     src = write(tmp_path / "t.txt", "progress bar text\n" * 100)
     prepare_text([src], tmp_path / "out", progress=True)

@@ -320,6 +320,11 @@ class DataDir:
         scores = self._load_npy(f"{split}_scores.npy")
         if offsets.ndim != 1 or len(offsets) != len(scores) + 1 or (len(offsets) and offsets[-1] != len(toks)):
             raise DataError(f"{split}_offsets.npy and {split}_scores.npy in {self.path} do not match {split}.bin")
+        # A damaged file must not turn into silently wrong documents or targets (n_docs values: cheap).
+        if offsets[0] != 0 or (np.diff(offsets) < 0).any():
+            raise DataError(f"{split}_offsets.npy in {self.path} must start at 0 and never decrease")
+        if not ((scores >= 0) & (scores <= 1)).all():
+            raise DataError(f"{split}_scores.npy in {self.path} holds scores outside [0, 1] (or NaN)")
         return toks, offsets.astype(np.int64, copy=False), scores.astype(np.float32, copy=False)
 
     def _load_npy(self, name: str) -> np.ndarray:
