@@ -404,23 +404,8 @@ def _doc_split(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
     return is_val
 
 
-def write_jsonl_data(
-    inputs: Sequence,
-    out: Path,
-    *,
-    tokenizer: str = "char",
-    vocab_size: int | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    num_classes: int | None = None,
-    progress: bool | None = None,
-) -> DataMeta:
-    """Write a "scores" or "spans" data dir into the existing dir ``out`` (see :func:`prepare_jsonl`)."""
-    _check_val_fraction(val_fraction)
-    if not inputs:
-        raise PrepareError("no input files given")
-    if num_classes is not None and (not _is_int(num_classes) or num_classes < 2):
-        raise PrepareError(f"--num-classes must be an integer >= 2, got {num_classes!r}")
+def _read_records(inputs: Sequence) -> tuple[str, list[str], list, list[str]]:
+    """(kind, texts, payloads, "file:line" of each) of all JSONL records, validated, one kind only."""
     kind = None
     texts: list[str] = []
     payloads: list = []
@@ -438,18 +423,41 @@ def write_jsonl_data(
             where.append(f"{p}:{lineno}")
     if kind is None:
         raise PrepareError(f"the input ({', '.join(str(p) for p in inputs)}) has no records; there is nothing to prepare")
+    return kind, texts, payloads, where
 
-    n_classes = None
-    if kind == "spans":
-        max_label = max((lab for spans in payloads for _, _, lab in spans), default=0)
-        n_classes = num_classes if num_classes is not None else max(2, max_label + 1)
-        for spans, w in zip(payloads, where):
-            for sp in spans:
-                if sp[2] >= n_classes:
-                    raise PrepareError(f"{w}: span {list(sp)} has label {sp[2]} >= the number of classes {n_classes}")
-        if n_classes > np.iinfo(np.int16).max:
-            raise PrepareError(f"{n_classes} classes do not fit the int16 label files")
 
+def _span_classes(payloads: list, where: list[str], num_classes: int | None) -> int:
+    """The number of classes of span data (--num-classes, else max label + 1, at least 2), checked."""
+    max_label = max((lab for spans in payloads for _, _, lab in spans), default=0)
+    n_classes = num_classes if num_classes is not None else max(2, max_label + 1)
+    for spans, w in zip(payloads, where):
+        for sp in spans:
+            if sp[2] >= n_classes:
+                raise PrepareError(f"{w}: span {list(sp)} has label {sp[2]} >= the number of classes {n_classes}")
+    if n_classes > np.iinfo(np.int16).max:
+        raise PrepareError(f"{n_classes} classes do not fit the int16 label files")
+    return n_classes
+
+
+def write_jsonl_data(
+    inputs: Sequence,
+    out: Path,
+    *,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    num_classes: int | None = None,
+    progress: bool | None = None,
+) -> DataMeta:
+    """Write a "scores" or "spans" data dir into the existing dir ``out`` (see :func:`prepare_jsonl`)."""
+    _check_val_fraction(val_fraction)
+    if not inputs:
+        raise PrepareError("no input files given")
+    if num_classes is not None and (not _is_int(num_classes) or num_classes < 2):
+        raise PrepareError(f"--num-classes must be an integer >= 2, got {num_classes!r}")
+    kind, texts, payloads, where = _read_records(inputs)
+    n_classes = _span_classes(payloads, where, num_classes) if kind == "spans" else None
     total_chars = sum(len(t) for t in texts)
     show = _show_progress(progress, total_chars)
     # The separator's characters join "spans" documents, so they must be in a char vocabulary.
