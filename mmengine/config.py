@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -154,8 +155,8 @@ class TokenClassificationConfig:
     num_token_classes: int = _f(0, "Classes per token; 0 = derived (labels: from the data dir; corruption: 1 + number of kinds; remasking_binary: 2).")
     label_source: str = _f("corruption", "'corruption' (labels made on the fly: 0 = original, k = k-th corruption kind) or 'labels' (the data dir's label files).",
                            choices=("corruption", "labels"))
-    corruption: list = _f([{"type": "random", "rate": 0.15}],
-                          "Corruption kinds, each an inline table {type=\"random\"|\"lm\", rate=..., rate_start=..., ramp_iters=...}.")
+    corruption: list = _f([], "Corruption kinds, each an inline table {type=\"random\"|\"lm\"|\"swap\"|\"repeat\", rate=..., rate_start=..., ramp_iters=...}; "
+                              "empty = the first num_token_classes - 1 of random (rate 0.15), swap (0.05), repeat (0.05).")
     lm_checkpoint: str = _f("", "Language-model checkpoint that samples the replacements of an 'lm' corruption kind.")
 
 
@@ -260,24 +261,41 @@ def _check_value(key: str, tp: Any, value: Any) -> Any:
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
 
 
+# A bare word in value position of an inline table or array: `{type=random, ...}` (the shell ate the quotes).
+_BARE_VALUE = re.compile(r"([=\[,]\s*)([A-Za-z_][\w.\-]*)(?=\s*[,}\]])")
+
+
+def _toml_value_of(raw: str) -> Any:
+    return tomllib.loads(f"v = {raw}")["v"]
+
+
 def parse_cli_value(raw: str, tp: Any) -> Any:
     """Parse one command-line value as a TOML value.
 
     ``True``/``False`` (Python spelling) are booleans too, and a bare word for a string field is taken
-    as the string itself, so ``--run.out_dir=out/lm`` needs no quotes.
+    as the string itself, so ``--run.out_dir=out/lm`` needs no quotes. Likewise the bare words of an
+    unquoted list of tables, since a shell removes the quotes of
+    ``--unmasking.stages=[{type="random", max_masked_ratio=0.5}]`` before we see it.
     """
     if raw in ("True", "False"):
         return raw == "True"
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        return _toml_value_of(raw)
     except tomllib.TOMLDecodeError:
-        if tp is str:
-            return raw
-        if tp is list:
-            raise ConfigError(f"could not parse {raw!r} as a TOML list (write e.g. '[{{type=\"random\", max_masked_ratio=0.5}}]').") from None
-        return raw  # _check_value then names the expected type
-    except Exception:  # pragma: no cover - defensive
+        pass
+    if tp is str:
         return raw
+    if raw.lstrip()[:1] in ("[", "{"):
+        quoted = _BARE_VALUE.sub(lambda m: m.group(0) if m.group(2) in ("true", "false", "inf", "nan")
+                                 else f'{m.group(1)}"{m.group(2)}"', raw)
+        try:
+            return _toml_value_of(quoted)
+        except tomllib.TOMLDecodeError:
+            pass
+    if tp is list:
+        raise ConfigError(f"could not parse {raw!r} as a TOML list (write e.g. --unmasking.stages='[{{type=\"random\", max_masked_ratio=0.5}}]', "
+                          "quoted for the shell).")
+    return raw  # _check_value then names the expected type
 
 
 def _resolve_key(key: str) -> str:
@@ -290,6 +308,9 @@ def _resolve_key(key: str) -> str:
         if name not in names:
             raise ConfigError(f"unknown key '{key}'{_did_you_mean(key, [f'{table}.{n}' for n in names])}.")
         return key
+    if key in TABLES:
+        first = dataclasses.fields(TABLES[key])[0].name
+        raise ConfigError(f"--{key} names a table; set one of its keys, e.g. --{key}.{first}=...")
     index = _flat_index()
     if key in index:
         targets = index[key]
@@ -349,24 +370,43 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"config file '{p}' is not valid TOML: {msg}.") from None
 
 
-def parse_args(argv: list[str] | None) -> tuple[str | None, list[tuple[str, str]]]:
-    """Split argv into an optional config path and ('key', 'raw value') overrides."""
+def _open_brackets(text: str) -> int:
+    """Opening minus closing brackets and braces outside quoted strings."""
+    depth, quote = 0, None
+    for ch in text:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+    return depth
+
+
+def parse_args(argv: list[str] | None) -> tuple[str | None, list[tuple[str, str | None]]]:
+    """Split argv into an optional config path and ('key', 'raw value') overrides (None: a bare flag)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     path = None
-    overrides: list[tuple[str, str]] = []
+    overrides: list[tuple[str, str | None]] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg.startswith("--"):
             body = arg[2:]
+            raw: str | None
             if "=" in body:
                 key, _, raw = body.partition("=")
             elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 key, raw = body, argv[i + 1]
                 i += 1
             else:
-                # A bare flag switches a boolean on (`--run.compile`).
-                key, raw = body, "true"
+                key, raw = body, None
+            # an unquoted list of tables arrives split at its spaces: join the words until it closes
+            while raw is not None and _open_brackets(raw) > 0 and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                raw += " " + argv[i + 1]
+                i += 1
             overrides.append((key.replace("-", "_"), raw))
         elif path is None:
             path = arg
@@ -376,19 +416,53 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, list[tuple[str, str]
     return path, overrides
 
 
-def load_config(argv: list[str] | None = None, *, check_paths: bool = True) -> Config:
-    """Defaults, then the TOML file (if any), then the command-line overrides; validated."""
-    path, overrides = parse_args(argv)
-    cfg = Config()
-    if path is not None:
-        apply_dict(cfg, load_toml(path), str(path))
+def apply_overrides(cfg: Config, overrides: list[tuple[str, str | None]]) -> None:
+    """Apply ``parse_args`` overrides (command-line values) to ``cfg``."""
     for key, raw in overrides:
         dotted = _resolve_key(key)
         table, _, name = dotted.partition(".")
         tp = _field_types(TABLES[table])[name]
+        if raw is None:
+            # a bare flag switches a boolean on (`--run.compile`)
+            if tp is not bool:
+                raise ConfigError(f"--{key} needs a value (--{dotted}=...).")
+            raw = "true"
         _set(cfg, dotted, parse_cli_value(raw, tp), "command line")
+
+
+def load_config(argv: list[str] | None = None, *, check_paths: bool = True) -> Config:
+    """Defaults, then the TOML file (if any), then the command-line overrides; validated.
+
+    Derived values are filled in (a token-classification run's default corruption kinds), so the
+    resolved config that is printed and saved with the checkpoints says what the run does.
+    """
+    path, overrides = parse_args(argv)
+    cfg = Config()
+    if path is not None:
+        apply_dict(cfg, load_toml(path), str(path))
+    apply_overrides(cfg, overrides)
     validate(cfg, check_paths=check_paths)
+    tc = cfg.token_classification
+    if cfg.train.training_type in MODE_TABLES["token_classification"] and tc.label_source == "corruption":
+        tc.corruption = corruption_kinds(cfg)
     return cfg
+
+
+# Class k of a corruption run is the k-th kind; an empty list takes the first num_token_classes - 1 of
+# these, so `--training_type=token_classification --num_token_classes=3` (a train_run.py command line) runs.
+DEFAULT_CORRUPTION = ({"type": "random", "rate": 0.15}, {"type": "swap", "rate": 0.05}, {"type": "repeat", "rate": 0.05})
+
+
+def corruption_kinds(cfg: Config) -> list[dict]:
+    """The corruption kinds of a token-classification run: as listed, or the defaults for its class count."""
+    tc = cfg.token_classification
+    if tc.corruption:
+        return tc.corruption
+    n = 2 if cfg.train.training_type == "remasking_binary" else (tc.num_token_classes or 2)
+    if n - 1 > len(DEFAULT_CORRUPTION):
+        raise ConfigError(f"{n} token classes need {n - 1} corruption kinds but only {len(DEFAULT_CORRUPTION)} have defaults; "
+                          "list them in token_classification.corruption.")
+    return [dict(k) for k in DEFAULT_CORRUPTION[:n - 1]]
 
 
 def num_token_classes(cfg: Config) -> int | None:
@@ -399,8 +473,24 @@ def num_token_classes(cfg: Config) -> int | None:
     if tc.num_token_classes:
         return tc.num_token_classes
     if tc.label_source == "corruption":
-        return 1 + len(tc.corruption)
+        return 1 + len(corruption_kinds(cfg))
     return None
+
+
+# Which training types read each mode table (the others ignore it).
+MODE_TABLES = {"unmasking": ("unmasking",), "token_classification": ("token_classification", "remasking_binary"),
+               "sequence_scoring": ("sequence_scoring",)}
+
+
+def ignored_settings(cfg: Config) -> list[str]:
+    """'table.key' of every mode setting changed from its default that this run's training type does not read."""
+    out = []
+    for table, users in MODE_TABLES.items():
+        if cfg.train.training_type in users:
+            continue
+        default, obj = TABLES[table](), getattr(cfg, table)
+        out += [f"{table}.{f.name}" for f in dataclasses.fields(obj) if getattr(obj, f.name) != getattr(default, f.name)]
+    return out
 
 
 def validate(cfg: Config, *, check_paths: bool = True) -> None:
@@ -456,13 +546,12 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
     if tc.num_token_classes == 1 or tc.num_token_classes < 0:
         raise ConfigError(f"token_classification.num_token_classes must be at least 2, got {tc.num_token_classes}.")
     if tt in ("token_classification", "remasking_binary") and tc.label_source == "corruption":
-        if not tc.corruption:
-            raise ConfigError("token_classification.corruption must list at least one corruption kind.")
-        _check_corruption(tc.corruption)
+        kinds = corruption_kinds(cfg)
+        _check_corruption(kinds)
         n = num_token_classes(cfg)
-        if n is not None and n != 1 + len(tc.corruption):
-            raise ConfigError(f"{n} token classes do not match {len(tc.corruption)} corruption kind(s): class 0 is 'original' and each kind adds one class, so use {1 + len(tc.corruption)}.")
-        if any(k.get("type") == "lm" for k in tc.corruption) and not tc.lm_checkpoint:
+        if n is not None and n != 1 + len(kinds):
+            raise ConfigError(f"{n} token classes do not match {len(kinds)} corruption kind(s): class 0 is 'original' and each kind adds one class, so use {1 + len(kinds)}.")
+        if any(k.get("type") == "lm" for k in kinds) and not tc.lm_checkpoint:
             raise ConfigError("an 'lm' corruption kind needs token_classification.lm_checkpoint (the LM that samples replacements).")
     if tt == "unmasking":
         if cfg.unmasking.objective == "stages" and not cfg.unmasking.stages:
@@ -477,7 +566,8 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
     if check_paths:
         if d.dir and not Path(d.dir).is_dir():
             raise ConfigError(f"data.dir '{d.dir}' does not exist (prepare one with `python -m mmengine.prepare INPUT --out DIR`).")
-        for key, value in (("transfer.init_from_checkpoint", tr.init_from_checkpoint),
+        # on resume the trunk is in ckpt.pt already, so the transfer source may be gone
+        for key, value in (("transfer.init_from_checkpoint", tr.init_from_checkpoint if r.init_from != "resume" else ""),
                            ("token_classification.lm_checkpoint", tc.lm_checkpoint if tt != "unmasking" else "")):
             if value and not Path(value).is_file():
                 raise ConfigError(f"{key} '{value}' does not exist.")
@@ -485,30 +575,27 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
             raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
 
 
-def _check_stages(stages: list) -> None:
-    """Validate the masking stages with the masking module (when it is importable)."""
-    try:
-        from mmengine.data.masking import MaskingStage
-    except ImportError:  # pragma: no cover - data side not installed yet
-        return
-    for i, s in enumerate(stages):
+def parse_items(key: str, items: list, from_dict) -> list:
+    """``[from_dict(item) ...]`` for a list of inline tables; a bad item -> ConfigError naming ``key[i]``."""
+    out = []
+    for i, item in enumerate(items):
         try:
-            MaskingStage.from_dict(dict(s))
+            out.append(from_dict(dict(item)))
         except (ValueError, TypeError, KeyError) as e:
-            raise ConfigError(f"unmasking.stages[{i}]: {str(e).rstrip('.')}.") from None
+            raise ConfigError(f"{key}[{i}]: {str(e).rstrip('.')}.") from None
+    return out
+
+
+def _check_stages(stages: list) -> None:
+    from mmengine.data.masking import MaskingStage
+
+    parse_items("unmasking.stages", stages, MaskingStage.from_dict)
 
 
 def _check_corruption(kinds: list) -> None:
-    """Validate the corruption kinds with the corruption module (when it is importable)."""
-    try:
-        from mmengine.data.corruption import CorruptionKind
-    except ImportError:  # pragma: no cover
-        return
-    for i, k in enumerate(kinds):
-        try:
-            CorruptionKind.from_dict(dict(k))
-        except (ValueError, TypeError, KeyError) as e:
-            raise ConfigError(f"token_classification.corruption[{i}]: {str(e).rstrip('.')}.") from None
+    from mmengine.data.corruption import CorruptionKind
+
+    parse_items("token_classification.corruption", kinds, CorruptionKind.from_dict)
     total = sum(float(k.get("rate", 0.15)) for k in kinds)
     if total > 1.0 + 1e-9:
         raise ConfigError(f"the token_classification.corruption rates sum to {total:.3g}; they must sum to at most 1.")

@@ -10,9 +10,7 @@ import json
 import logging
 import sys
 
-import torch
-
-from mmengine.config import Config, ConfigError, UserError, apply_dict, cli_entry, parse_args, validate
+from mmengine.config import Config, ConfigError, UserError, apply_dict, apply_overrides, cli_entry, parse_args, validate
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +18,6 @@ logger = logging.getLogger(__name__)
 def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: str = "cpu") -> dict:
     """Metrics of the checkpoint at ``path`` on its validation set."""
     from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
-    from mmengine.config import _field_types, _resolve_key, _set, parse_cli_value, TABLES
     from mmengine.modes import build_mode
     from mmengine.train import open_data, to_device
 
@@ -31,11 +28,10 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
         apply_dict(cfg, saved, f"config stored in {path}")
     cfg.run.init_from = "scratch"
     cfg.transfer = type(cfg.transfer)()  # the weights are in the checkpoint; transfer is history
-    _, pairs = parse_args(overrides or [])
-    for key, raw in pairs:
-        dotted = _resolve_key(key)
-        table, _, name = dotted.partition(".")
-        _set(cfg, dotted, parse_cli_value(raw, _field_types(TABLES[table])[name]), "command line")
+    path_arg, pairs = parse_args(overrides or [])
+    if path_arg is not None:
+        raise ConfigError(f"unexpected argument '{path_arg}'; the config comes from the checkpoint, change it with --table.key=value.")
+    apply_overrides(cfg, pairs)
     validate(cfg)
     model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     data = open_data(cfg)
@@ -43,14 +39,7 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     if mode.model_mode != model.config.mode.value:
         raise UserError(f"{path} holds a {model.config.mode.value} model but the config's training_type is '{cfg.train.training_type}'.")
     mode.load_state_dict((ckpt.get("trainer") or {}).get("mode_state") or {})
-    model.eval()
-    results = []
-    with torch.no_grad():
-        for group, batch in mode.val_batches():
-            batch = to_device(batch, device)
-            logits, loss = mode.loss(model, batch)
-            results.append((group, mode.summarize(logits, batch), float(loss)))
-    metrics = mode.metrics(results)
+    metrics = mode.evaluate(model, [(g, to_device(b, device)) for g, b in mode.val_batches()])
     metrics["iter"] = int(ckpt.get("iter_num", 0))
     return metrics
 

@@ -3,13 +3,14 @@
 The trainer looks the spec up once (:func:`build_mode`) and then only calls its methods:
 
 - ``gpt_kwargs()``: the model's mode and head settings (``mode``, ``num_token_classes``, ``cls_token_id``);
-- ``num_items(split)`` / ``train_batch(idx, rng, iteration, batch_state)``: numpy batches for the
-  sampler's item indices, built in the prefetcher's thread (``batch_state`` is an immutable snapshot,
-  e.g. the curriculum stage, so a prefetched batch never mixes stages);
+- ``num_items(split)`` / ``build_batch(split, idx, rng, iteration, batch_state)``: numpy batches for
+  the sampler's item indices, built in the prefetcher's thread (``batch_state`` is an immutable
+  snapshot, e.g. the curriculum stage, so a prefetched batch never mixes stages);
 - ``val_batches()``: a fixed validation set, the same at every evaluation (and on every rank);
 - ``loss(model, batch)``: ``(logits, loss)``;
-- ``summarize(logits, batch)`` / ``metrics(results)``: what evaluation keeps of each batch (small:
-  predictions, never a (B, T, V) logits tensor) and the figures computed from it, ``loss`` first;
+- ``evaluate(model, batches)``: the validation figures, ``loss`` first; per batch it keeps only
+  ``summarize(logits, batch)`` (small: predictions and targets, never a (B, T, V) logits tensor),
+  which ``figures(preds, targets)`` turns into the mode's metrics;
 - ``observe_eval(metrics)`` / ``state_dict()`` / ``load_state_dict()``: the curriculum, when the mode has one.
 
 Every batch is a dict of numpy arrays with ``x`` (B, T) int64 inputs and ``y`` targets, plus
@@ -17,13 +18,14 @@ Every batch is a dict of numpy arrays with ``x`` (B, T) int64 inputs and ``y`` t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any
 
 import numpy as np
 
-from mmengine.config import Config, ConfigError, UserError, num_token_classes
+from mmengine.config import Config, ConfigError, UserError, corruption_kinds, num_token_classes, parse_items
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,11 @@ STREAM_VAL = 2
 STREAM_DROPOUT = 3
 STREAM_SAMPLE = 4
 STREAM_VAL_WINDOWS = 5
+
+
+def spread(num_items: int, n: int) -> np.ndarray:
+    """``n`` item indices spread evenly over ``num_items`` (a validation set that sees all of a split)."""
+    return np.linspace(0, num_items - 1, n).round().astype(np.int64)
 
 
 class Windows:
@@ -58,16 +65,13 @@ class Windows:
         """(B, length) int64 token windows for item indices ``idx``."""
         return self._fl.gather_windows(self.tokens, self.offsets(idx), self.length)
 
-    def spread(self, n: int) -> np.ndarray:
-        """``n`` item indices spread evenly over the split (a validation set that sees all of it)."""
-        return np.linspace(0, self.num_items - 1, n).round().astype(np.int64)
-
 
 class ModeSpec:
     """Base: windows of ``block_size`` tokens, the model's own loss, no curriculum."""
 
     name = "base"
     model_mode = "language_model"
+    generates_text = False  # the run ends with a generated sample
 
     def __init__(self, cfg: Config, data, *, rank: int = 0, world_size: int = 1):
         self.cfg = cfg
@@ -117,18 +121,24 @@ class ModeSpec:
         """Immutable snapshot of whatever changes how batches are built (the curriculum stage)."""
         return None
 
-    def train_batch(self, idx: np.ndarray, rng: np.random.Generator, iteration: int, batch_state: Any) -> dict:
+    def build_batch(self, split: str, idx: np.ndarray, rng: np.random.Generator, iteration: int, batch_state: Any) -> dict:
+        """The batch of item indices ``idx`` of ``split``; all randomness from ``rng``."""
         raise NotImplementedError
 
+    def train_batch(self, idx: np.ndarray, rng: np.random.Generator, iteration: int, batch_state: Any) -> dict:
+        return self.build_batch("train", idx, rng, iteration, batch_state)
+
     def val_batches(self) -> list[tuple[str, dict]]:
-        """The fixed validation set: ``(group, batch)`` pairs; groups get their own loss."""
-        n = self.cfg.train.eval_iters
-        w = self.windows("val")
-        idx = w.spread(n * self.batch_size)
+        """The fixed validation set: ``(group, batch)`` pairs; groups get their own loss.
+
+        Built as at the end of training (``iteration = max_iters``: ramped rates at their final values).
+        """
+        n, B = self.cfg.train.eval_iters, self.batch_size
+        idx = spread(self.num_items("val"), n * B)
         out = []
         for i in range(n):
             rng = np.random.default_rng([self.cfg.run.seed, 0, i, STREAM_VAL])
-            out.append(("all", self.train_batch(idx[i * self.batch_size:(i + 1) * self.batch_size], rng, self.cfg.train.max_iters, self.batch_state())))
+            out.append(("all", self.build_batch("val", idx[i * B:(i + 1) * B], rng, self.cfg.train.max_iters, self.batch_state())))
         return out
 
     # --- model ----------------------------------------------------------------------------
@@ -140,13 +150,34 @@ class ModeSpec:
         """(logits, loss) of one batch of tensors."""
         return model(batch["x"], batch["y"], lengths=batch.get("lengths"))
 
-    def summarize(self, logits, batch: dict) -> Any:
-        """What evaluation keeps of one batch besides its loss (nothing by default)."""
+    def summarize(self, logits, batch: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        """(predictions, targets) of one batch, flattened, that :meth:`figures` needs (None: loss only)."""
         return None
 
+    def figures(self, preds: np.ndarray, targets: np.ndarray) -> dict:
+        """The mode's metrics over the whole validation set."""
+        return {}
+
     def metrics(self, results: list[tuple[str, Any, float]]) -> dict:
-        """``results`` = [(group, summary, loss)] over the validation set -> figures."""
-        return {"loss": float(np.mean([r[2] for r in results]))}
+        """``results`` = [(group, summary, loss)] over the validation set -> figures, ``loss`` first."""
+        out = {"loss": float(np.mean([r[2] for r in results]))}
+        summaries = [r[1] for r in results if r[1] is not None]
+        if summaries:
+            out.update(self.figures(np.concatenate([p for p, _ in summaries]), np.concatenate([t for _, t in summaries])))
+        return out
+
+    def evaluate(self, model, batches: list[tuple[str, dict]], autocast=contextlib.nullcontext) -> dict:
+        """:meth:`metrics` of ``model`` (left in eval mode) over ``batches`` of tensors."""
+        import torch
+
+        model.eval()
+        results = []
+        with torch.no_grad():
+            for group, batch in batches:
+                with autocast():
+                    logits, loss = self.loss(model, batch)
+                results.append((group, self.summarize(logits, batch), float(loss)))
+        return self.metrics(results)
 
     # --- curriculum -----------------------------------------------------------------------
 
@@ -169,17 +200,15 @@ class UnmaskingMode(ModeSpec):
 
     name = "unmasking"
     model_mode = "language_model"
+    generates_text = True
 
     def __init__(self, cfg: Config, data, **kw):
         super().__init__(cfg, data, **kw)
         from mmengine.data.masking import MaskingStage, StageCurriculum
 
         self.continuous = cfg.unmasking.objective == "continuous_time"
-        try:
-            self.stages = [MaskingStage.from_dict(dict(s)) for s in cfg.unmasking.stages]
-        except (ValueError, TypeError, KeyError) as e:
-            raise ConfigError(f"unmasking.stages: {str(e).rstrip('.')}.") from None
-        self.curriculum = StageCurriculum([dict(s) for s in cfg.unmasking.stages], cfg.unmasking.val_loss_stale_count)
+        self.stages = parse_items("unmasking.stages", cfg.unmasking.stages, MaskingStage.from_dict)
+        self.curriculum = StageCurriculum(self.stages, cfg.unmasking.val_loss_stale_count)
         self.mask_id = self.meta.mask_id
         self.text_vocab = self.meta.text_vocab_size
         self.bert = (0.8, 0.1, 0.1) if cfg.unmasking.bert_replacement else False
@@ -203,8 +232,8 @@ class UnmaskingMode(ModeSpec):
                                              bert_replacement=self.bert)
         return {"x": np.asarray(inputs, dtype=np.int64), "y": np.asarray(targets, dtype=np.int64)}
 
-    def train_batch(self, idx, rng, iteration, batch_state):
-        x = self.windows("train").gather(idx)
+    def build_batch(self, split, idx, rng, iteration, batch_state):
+        x = self.windows(split).gather(idx)
         # continuous time: the batch's offset u comes from its own rng (stratified within the batch), so
         # micro-batches of one step and the ranks of a DDP run do not share their masking times
         return self._mask(x, rng, batch_state, None)
@@ -214,7 +243,7 @@ class UnmaskingMode(ModeSpec):
         groups = ["continuous"] if self.continuous else [f"stage{i}" for i in range(len(self.stages))]
         # every stage gets its own batches, so the hardest stages are never skipped
         per_group = max(1, self.cfg.train.eval_iters if self.continuous else math.ceil(self.cfg.train.eval_iters / len(groups)))
-        idx = w.spread(per_group * self.batch_size)
+        idx = spread(w.num_items, per_group * self.batch_size)
         out = []
         for g, name in enumerate(groups):
             for i in range(per_group):
@@ -298,10 +327,7 @@ class TokenClassificationMode(ModeSpec):
         else:
             from mmengine.data.corruption import CorruptionKind, Corruptor
 
-            try:
-                kinds = [CorruptionKind.from_dict(dict(k)) for k in tc.corruption]
-            except (ValueError, TypeError, KeyError) as e:
-                raise ConfigError(f"token_classification.corruption: {str(e).rstrip('.')}.") from None
+            kinds = parse_items("token_classification.corruption", corruption_kinds(cfg), CorruptionKind.from_dict)
             self.corruptor = Corruptor(kinds, self.meta.text_vocab_size, lm_sampler=lm_sampler)
             self.num_classes = int(self.corruptor.num_classes)
 
@@ -311,7 +337,7 @@ class TokenClassificationMode(ModeSpec):
         offsets = w.offsets(idx)
         return np.asarray(labels[offsets[:, None] + np.arange(w.length)], dtype=np.int64)  # (B, T)
 
-    def _batch(self, split, idx, rng, iteration):
+    def build_batch(self, split, idx, rng, iteration, batch_state):
         x = self.windows(split).gather(idx)
         if self.from_labels:
             y = self._labels(split, idx)
@@ -321,20 +347,6 @@ class TokenClassificationMode(ModeSpec):
         xc, y = self.corruptor.corrupt(x, rng, iteration)
         return {"x": np.asarray(xc, dtype=np.int64), "y": np.asarray(y, dtype=np.int64)}
 
-    def train_batch(self, idx, rng, iteration, batch_state):
-        return self._batch("train", idx, rng, iteration)
-
-    def val_batches(self):
-        n = self.cfg.train.eval_iters
-        w = self.windows("val")
-        idx = w.spread(n * self.batch_size)
-        out = []
-        for i in range(n):
-            rng = np.random.default_rng([self.cfg.run.seed, 0, i, STREAM_VAL])
-            # corruption rates at their final (ramped-up) values, the same set at every evaluation
-            out.append(("all", self._batch("val", idx[i * self.batch_size:(i + 1) * self.batch_size], rng, self.cfg.train.max_iters)))
-        return out
-
     def gpt_kwargs(self):
         return {"mode": self.model_mode, "num_token_classes": self.num_classes}
 
@@ -342,14 +354,10 @@ class TokenClassificationMode(ModeSpec):
         # predicted and true class per token, flattened (B*T,)
         return logits.argmax(-1).reshape(-1).cpu().numpy(), batch["y"].reshape(-1).cpu().numpy()
 
-    def metrics(self, results):
+    def figures(self, preds, targets):
         from mmengine.metrics import classification_metrics
 
-        preds = np.concatenate([r[1][0] for r in results])
-        targets = np.concatenate([r[1][1] for r in results])
-        out = {"loss": float(np.mean([r[2] for r in results]))}
-        out.update(classification_metrics(preds, targets, self.num_classes, ignore_index=-1))
-        return out
+        return classification_metrics(preds, targets, self.num_classes, ignore_index=-1)
 
     def describe(self):
         src = "label files" if self.from_labels else "corruption"
@@ -392,7 +400,7 @@ class SequenceScoringMode(ModeSpec):
         _tokens, offsets, _scores = self.documents(split)
         return len(offsets) - 1
 
-    def _batch(self, split, idx, rng):
+    def build_batch(self, split, idx, rng, iteration, batch_state):
         if not self.synthetic:
             from mmengine.data import fastloader
 
@@ -411,33 +419,17 @@ class SequenceScoringMode(ModeSpec):
                 "y": corruption_score(labels).astype(np.float32),
                 "lengths": np.full(B, T + 1, dtype=np.int64)}
 
-    def train_batch(self, idx, rng, iteration, batch_state):
-        return self._batch("train", idx, rng)
-
-    def val_batches(self):
-        n = self.cfg.train.eval_iters
-        total = self.num_items("val")
-        idx = np.linspace(0, total - 1, n * self.batch_size).round().astype(np.int64)
-        out = []
-        for i in range(n):
-            rng = np.random.default_rng([self.cfg.run.seed, 0, i, STREAM_VAL])
-            out.append(("all", self._batch("val", idx[i * self.batch_size:(i + 1) * self.batch_size], rng)))
-        return out
-
     def gpt_kwargs(self):
         return {"mode": self.model_mode, "cls_token_id": self.cls_id}
 
     def summarize(self, logits, batch):
+        # predicted and true score per row (B,)
         return logits.float().reshape(-1).cpu().numpy(), batch["y"].float().reshape(-1).cpu().numpy()
 
-    def metrics(self, results):
+    def figures(self, preds, targets):
         from mmengine.metrics import regression_metrics
 
-        preds = np.concatenate([r[1][0] for r in results])
-        targets = np.concatenate([r[1][1] for r in results])
-        out = {"loss": float(np.mean([r[2] for r in results]))}
-        out.update(regression_metrics(preds, targets))
-        return out
+        return regression_metrics(preds, targets)
 
     def describe(self):
         return "sequence scoring, " + ("synthetic scores (fraction corrupted)" if self.synthetic else "document scores")
@@ -506,7 +498,7 @@ def build_mode(cfg: Config, data, *, rank: int = 0, world_size: int = 1, lm_samp
     kw = {}
     if cls is TokenClassificationMode:
         tc = cfg.token_classification
-        if lm_sampler is None and tc.label_source == "corruption" and any(k.get("type") == "lm" for k in tc.corruption):
+        if lm_sampler is None and tc.label_source == "corruption" and any(k.get("type") == "lm" for k in corruption_kinds(cfg)):
             # on the CPU: it runs in the prefetcher's thread, next to the training step
             lm_sampler = LMSampler(tc.lm_checkpoint, data.meta, device="cpu")
         kw["lm_sampler"] = lm_sampler

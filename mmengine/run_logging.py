@@ -11,6 +11,7 @@ import math
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -81,14 +82,24 @@ def setup_console_logging(level=logging.INFO) -> None:
 
 
 class RunLogger:
-    """metrics.jsonl + console + optional progress bar, PNG plots, TensorBoard, wandb."""
+    """metrics.jsonl + console + optional progress bar, PNG plots, TensorBoard, wandb.
+
+    ``resume=True`` continues the logs of the run that wrote the checkpoint of iteration ``initial``:
+    only the first ``keep_records`` records (as many as there were when it was saved; default: those
+    up to ``initial``) are kept, so what a run wrote after its last checkpoint before dying is not
+    repeated; TensorBoard purges its later events the same way, and wandb continues the run
+    ``wandb_id`` (stored in the checkpoint; :attr:`wandb_id` is the one to store).
+    """
 
     def __init__(self, out_dir: str | Path, log_cfg, *, enabled: bool = True, total: int = 0, initial: int = 0,
-                 config_dict: dict | None = None, resume: bool = False):
+                 config_dict: dict | None = None, resume: bool = False, keep_records: int | None = None,
+                 wandb_id: str | None = None):
         self.enabled = enabled
         self.out_dir = Path(out_dir)
         self.cfg = log_cfg
         self.records: list[dict] = []
+        self.wandb_id = wandb_id
+        self._plotted = -1  # len(records) at the last plot
         self._bar = None
         self._tb = None
         self._wandb = None
@@ -97,7 +108,11 @@ class RunLogger:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
         if resume and self.path.exists():
-            self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            old = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.records = old[:keep_records] if keep_records is not None else [r for r in old if r.get("iter", 0) <= initial]
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
+            os.replace(tmp, self.path)
         self._file = open(self.path, "a" if resume else "w", encoding="utf-8")
         if log_cfg.progress and (sys.stderr.isatty() or os.environ.get("MMENGINE_PROGRESS") == "1"):
             from tqdm import tqdm
@@ -107,7 +122,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=initial + 1 if resume else None)
             except ImportError:
                 logger.warning("log.tensorboard is on but tensorboard is not installed (pip install tensorboard); skipping it")
         if log_cfg.wandb:
@@ -115,8 +130,10 @@ class RunLogger:
                 import wandb
 
                 # offline: works without network or account; `wandb sync out_dir/wandb/...` uploads later
+                # (the runs before and after a resume share one id, so they sync into one run)
+                self.wandb_id = wandb_id or uuid.uuid4().hex[:12]
                 self._wandb = wandb.init(project=log_cfg.wandb_project, dir=str(self.out_dir), mode="offline",
-                                         config=config_dict or {}, resume="allow" if resume else None)
+                                         config=config_dict or {}, id=self.wandb_id, resume="allow")
             except ImportError:
                 logger.warning("log.wandb is on but wandb is not installed (pip install wandb); skipping it")
 
@@ -144,8 +161,8 @@ class RunLogger:
                 self._bar.set_postfix(postfix, refresh=False)
 
     def plot(self) -> None:
-        """loss and learning-rate curves as out_dir/curves.png (when matplotlib is installed)."""
-        if not (self.enabled and self.cfg.plots):
+        """Loss and learning-rate curves as out_dir/curves.png (when matplotlib is installed), replaced atomically."""
+        if not (self.enabled and self.cfg.plots) or self._plotted == len(self.records):
             return
         try:
             import matplotlib
@@ -167,8 +184,12 @@ class RunLogger:
             ax2.plot(*zip(*pts))
         ax2.set_xlabel("iteration"), ax2.set_ylabel("learning rate")
         fig.tight_layout()
-        fig.savefig(self.out_dir / "curves.png", dpi=100)
+        # written aside and renamed: an image viewer never sees half a file
+        tmp = self.out_dir / "curves.tmp.png"
+        fig.savefig(tmp, dpi=100)
         plt.close(fig)
+        os.replace(tmp, self.out_dir / "curves.png")
+        self._plotted = len(self.records)
 
     def close(self) -> None:
         if not self.enabled:

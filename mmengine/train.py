@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from mmengine import distributed as D
-from mmengine.config import Config, ConfigError, UserError, cli_entry, load_config, to_dict
+from mmengine.config import Config, ConfigError, UserError, cli_entry, ignored_settings, load_config, to_dict
 from mmengine.modes import STREAM_BATCH, STREAM_DROPOUT, ModeSpec, build_mode
 from mmengine.run_logging import RunLogger, measure_matmul_flops, setup_console_logging
 from mmengine.schedule import schedule_from_config
@@ -252,6 +252,9 @@ class Trainer:
         self.best_val_loss = math.inf
         self.unfrozen_at: int | None = None
         self.rollbacks = 0
+        self.rlog: RunLogger | None = None
+        self.wandb_id: str | None = None
+        self.log_records: int | None = None
         data_state = None
         if self.ckpt is not None:
             try:
@@ -296,6 +299,8 @@ class Trainer:
         st = ckpt.get("trainer", {})
         self.unfrozen_at = st.get("unfrozen_at")
         self.rollbacks = int(st.get("rollbacks", 0))
+        self.wandb_id = st.get("wandb_id")
+        self.log_records = st.get("log_records")
         self.mode.load_state_dict(st.get("mode_state") or {})
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
@@ -323,6 +328,9 @@ class Trainer:
     def _trainer_state(self, data_states: list) -> dict:
         return {"frozen": self._frozen(), "unfrozen_at": self.unfrozen_at, "rollbacks": self.rollbacks,
                 "mode_state": self.mode.state_dict(), "data_state": data_states,
+                # metrics.jsonl records up to this checkpoint, so a resume drops the ones written after it
+                "log_records": len(self.rlog.records) if self.rlog is not None else None,
+                "wandb_id": self.rlog.wandb_id if self.rlog is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "data_meta": self.meta.to_dict(), "data_dir": str(self.data_path())}
 
@@ -346,18 +354,11 @@ class Trainer:
 
     # ---- evaluation ----
 
-    @torch.no_grad()
     def evaluate(self, val_batches) -> dict:
-        model = self.raw_model
-        was_training = model.training
-        model.eval()
-        results = []
-        for group, batch in val_batches:
-            with self.autocast():
-                logits, loss = self.mode.loss(model, batch)
-            results.append((group, self.mode.summarize(logits, batch), float(loss)))
-        model.train(was_training)
-        return self.mode.metrics(results)
+        was_training = self.raw_model.training
+        metrics = self.mode.evaluate(self.raw_model, val_batches, self.autocast)
+        self.raw_model.train(was_training)
+        return metrics
 
     # ---- the loop ----
 
@@ -446,8 +447,9 @@ class Trainer:
                 logger.warning("%s already holds a checkpoint of an earlier run; this new run replaces it at its first "
                                "evaluation (continue the earlier run with --run.init_from=resume, or pick another --run.out_dir)",
                                self.out_dir)
-        rlog = RunLogger(self.out_dir, cfg.log, enabled=self.main, total=tcfg.max_iters, initial=self.iter_num,
-                         config_dict=to_dict(cfg), resume=self.ckpt is not None)
+        rlog = self.rlog = RunLogger(self.out_dir, cfg.log, enabled=self.main, total=tcfg.max_iters, initial=self.iter_num,
+                                     config_dict=to_dict(cfg), resume=self.ckpt is not None,
+                                     keep_records=self.log_records, wandb_id=self.wandb_id)
         n_params = self.raw_model.get_num_params()
         if self.main:
             logger.info("mode: %s | data: %s (%d train tokens, vocab %d) | model: %.2fM parameters, %d layers, %d wide | device %s, %s%s",
@@ -457,7 +459,9 @@ class Trainer:
             self.raw_model.print_parameter_status()
             if self.ckpt is not None:
                 logger.info("resumed from %s at iteration %d", self.out_dir / "ckpt.pt", self.iter_num)
-        peak = _peak_flops(self.device, "bfloat16" if self.dtype_name == "bfloat16" and self.device_type == "cuda" else "float32")
+            self._warn_about_settings()
+        # the rate of the dtype the matmuls run in (autocast), so MFU is not flattered by a slower baseline
+        peak = _peak_flops(self.device, self.dtype_name)
         if self.main:
             logger.info("MFU below is relative to this machine's measured matmul rate: %.1f GFLOP/s (%s)", peak / 1e9, self.dtype_name)
         val_batches = [(g, to_device(b, self.device)) for g, b in self.mode.val_batches()]
@@ -530,6 +534,22 @@ class Trainer:
             result.val = [r for r in rlog.records if r.get("split") == "val"]
         return result
 
+    def _warn_about_settings(self) -> None:
+        """Settings that are valid but will not do what they seem to (rank 0 only)."""
+        cfg = self.cfg
+        ignored = ignored_settings(cfg)
+        if ignored:
+            logger.warning("train.training_type='%s' does not read %s; they are ignored", cfg.train.training_type, ", ".join(ignored))
+        at = cfg.transfer.unfreeze_at_iteration
+        if at >= cfg.train.max_iters and self._frozen():
+            logger.warning("transfer.unfreeze_at_iteration=%d is not before train.max_iters=%d, so the trunk stays frozen", at, cfg.train.max_iters)
+        if self.ckpt is not None and self.ckpt.get("config"):
+            # a resume runs with the config given now; say where it differs from the one the run started with
+            keep = {"run.init_from", "train.max_iters"}
+            changed = [k for k, v in _flat(to_dict(cfg)).items() if k not in keep and _flat(self.ckpt["config"]).get(k, v) != v]
+            if changed:
+                logger.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))
+
     def _eval_and_save(self, val_batches, stream: BatchStream, rlog: RunLogger, result: TrainResult, lr: float) -> BatchStream:
         metrics = self.evaluate(val_batches)
         event = None
@@ -563,8 +583,20 @@ class Trainer:
         path = self.save(stream)
         if improved and self.cfg.log.save_best:
             self.save(stream, "best.pt")
+        rlog.plot()
         result.checkpoint = path
         return stream
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{'table.key': value} of a nested config dict."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not prefix:
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def train(cfg: Config) -> TrainResult:
@@ -572,7 +604,7 @@ def train(cfg: Config) -> TrainResult:
     trainer = Trainer(cfg)
     try:
         result = trainer.run()
-        if trainer.main and not result.interrupted and cfg.train.training_type == "unmasking" and cfg.log.sample_tokens > 0:
+        if trainer.main and not result.interrupted and trainer.mode.generates_text and cfg.log.sample_tokens > 0:
             from mmengine.sample import sample_text
 
             result.sample = sample_text(trainer.raw_model, trainer.meta, trainer.data.tokenizer,
