@@ -181,8 +181,8 @@ class ModeSpec:
 
     # --- curriculum -----------------------------------------------------------------------
 
-    def observe_eval(self, metrics: dict) -> dict | None:
-        """Called on rank 0 after each evaluation; returns an event dict when batch building changed."""
+    def observe_eval(self, metrics: dict) -> tuple[dict, str] | None:
+        """Called on rank 0 after each evaluation; when batch building changed, (event for metrics.jsonl, console line)."""
         return None
 
     def state_dict(self) -> dict:
@@ -289,7 +289,9 @@ class UnmaskingMode(ModeSpec):
         before = self.stage_index()
         advanced = self.curriculum.update(metrics["loss_current_stage"])
         if advanced and self.stage_index() != before:
-            return {"event": "stage_advanced", "from_stage": before, "to_stage": self.stage_index()}
+            return ({"event": "stage_advanced", "from_stage": before, "to_stage": self.stage_index()},
+                    f"curriculum: stage {before + 1} -> {self.stage_index() + 1} "
+                    f"(validation loss stale for {self.curriculum.stale_count} evaluations)")
         return None
 
     def state_dict(self):

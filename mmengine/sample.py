@@ -1,8 +1,9 @@
 """``python -m mmengine.sample CKPT``: generate text from a masked-diffusion LM by iterative unmasking.
 
 A chunk of ``[MASK]`` tokens is appended to the context; at each of ``steps`` steps the model
-predicts every masked position, a token is sampled for each, and the most confident ones are
-revealed (a linear schedule: after step s, s/steps of the chunk is revealed), the rest stay masked.
+predicts every masked position, a token is sampled for each, and some of them are revealed (random
+positions, the MDLM ancestral sampler, or the most confident ones; a linear schedule: after step s,
+s/steps of the chunk is revealed), the rest stay masked.
 Texts longer than the context are made chunk by chunk, each conditioned on the last half window.
 A causal model is sampled autoregressively instead.
 """
@@ -62,7 +63,7 @@ def generate(model, *, length: int, mask_id: int, text_vocab_size: int, steps: i
             if len(pos) == 0:
                 break
             ids, conf = sample_from(logits[0, pos])
-            # reveal the most confident predictions so that (s+1)/steps of the chunk is known
+            # reveal the chosen predictions so that (s+1)/steps of the chunk is known
             n_reveal = len(pos) if s == steps - 1 else max(0, round(new * (s + 1) / steps) - (new - len(pos)))
             if n_reveal == 0:
                 continue

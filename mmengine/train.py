@@ -545,8 +545,11 @@ class Trainer:
             logger.warning("transfer.unfreeze_at_iteration=%d is not before train.max_iters=%d, so the trunk stays frozen", at, cfg.train.max_iters)
         if self.ckpt is not None and self.ckpt.get("config"):
             # a resume runs with the config given now; say where it differs from the one the run started with
-            keep = {"run.init_from", "train.max_iters"}
-            changed = [k for k, v in _flat(to_dict(cfg)).items() if k not in keep and _flat(self.ckpt["config"]).get(k, v) != v]
+            # (not the settings a resume may well change: how long, how often to report, how fast)
+            free = ("run.init_from", "run.compile", "train.max_iters", "train.eval_interval", "train.log_interval",
+                    "data.prefetch_depth", "log.")
+            saved = _flat(self.ckpt["config"])
+            changed = [k for k, v in _flat(to_dict(cfg)).items() if not k.startswith(free) and saved.get(k, v) != v]
             if changed:
                 logger.warning("resuming with settings that differ from the checkpoint's: %s", ", ".join(changed))
 
@@ -555,12 +558,13 @@ class Trainer:
         event = None
         if self.main:
             event = self.mode.observe_eval(metrics)
-        # rank 0 decides; every rank adopts its curriculum state
-        mode_state, event = D.broadcast_object((self.mode.state_dict(), event), self.info)
+        # rank 0 decides; every rank adopts its curriculum state and its figures (GPU kernels may differ in the
+        # last bit between ranks, and a rank that alone thought the loss improved would wait in best.pt's save)
+        mode_state, event, metrics = D.broadcast_object((self.mode.state_dict(), event, metrics), self.info)
         self.mode.load_state_dict(mode_state)
         rec = {"iter": self.iter_num, "split": "val", **metrics, "lr": lr}
         if event:
-            rec.update(event)
+            rec.update(event[0])
         rlog.log(rec)
         improved = metrics["loss"] < self.best_val_loss
         if improved:
@@ -573,8 +577,7 @@ class Trainer:
             if "confusion" in metrics:
                 logger.info("confusion (rows: true class, columns: predicted): %s", metrics["confusion"])
             if event:
-                logger.info("curriculum: stage %d -> %d (validation loss stale for %d evaluations)",
-                            event["from_stage"] + 1, event["to_stage"] + 1, self.cfg.unmasking.val_loss_stale_count)
+                logger.info(event[1])
         if event:
             # batches already prefetched were built for the old stage: rebuild from the consumed position
             state = stream.state_dict()

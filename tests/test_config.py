@@ -56,6 +56,48 @@ def test_cli_values_are_toml_values():
     assert load_config(["--optim.learning_rate=1"]).optim.learning_rate == 1.0  # int accepted for a float
 
 
+def test_toml_list_typed_unquoted_in_a_shell():
+    """The issue's override typed as it stands into bash arrives split at the space, without its quotes."""
+    literal = '--unmasking.stages=[{type="random", max_masked_ratio=0.5}]'
+    argv = subprocess.run(["bash", "-c", f"printf '%s\\n' {literal} --max_iters=3"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    assert argv == ["--unmasking.stages=[{type=random,", "max_masked_ratio=0.5}]", "--max_iters=3"]
+    cfg = load_config(argv)
+    assert cfg.unmasking.stages == [{"type": "random", "max_masked_ratio": 0.5}] and cfg.train.max_iters == 3
+    two = load_config(["--unmasking.stages", "[{type=sticky,", "target_masked_ratio=0.4,", "p1=0.1,", "p2=0.6},",
+                       "{type=span,", "target_masked_ratio=0.3}]", "--run.compile"])
+    assert [s["type"] for s in two.unmasking.stages] == ["sticky", "span"] and two.run.compile is True
+    # bash brace-expands it when there is no space: the message says to quote it
+    with pytest.raises(ConfigError, match="quoted for the shell"):
+        load_config(["--unmasking.stages=[type=random]", "--unmasking.stages=[max_masked_ratio=0.5]"])
+
+
+def test_legacy_command_line_of_the_issue(tmp_path):
+    """train_run.py's command line, as the issue writes it, resolves (3 classes -> 2 default corruption kinds)."""
+    ck = tmp_path / "ckpt.pt"
+    ck.write_bytes(b"x")
+    cfg = load_config(["--training_type=token_classification", "--num_token_classes=3", f"--init_from_checkpoint={ck}",
+                       "--freeze_transformer=True", "--unfreeze_at_iteration=2000", "--unfreeze_lr_multiplier=0.1",
+                       "--attention_type=bidirectional", "--block_size=512", "--max_iters=5000"])
+    assert [k["type"] for k in cfg.token_classification.corruption] == ["random", "swap"]
+    assert cfg.transfer.unfreeze_lr_multiplier == 0.1 and cfg.model.attention_type == "bidirectional"
+    assert load_config(["--training_type=remasking_binary"]).token_classification.corruption == [{"type": "random", "rate": 0.15}]
+    with pytest.raises(ConfigError, match="list them in token_classification.corruption"):
+        load_config(["--training_type=token_classification", "--num_token_classes=6"])
+
+
+def test_ignored_settings_and_resume_without_the_transfer_source(tmp_path):
+    from mmengine.config import ignored_settings
+
+    cfg = load_config(["--token_classification.label_source=labels", "--sequence_scoring.max_corruption_rate=0.3"])
+    assert ignored_settings(cfg) == ["token_classification.label_source", "sequence_scoring.max_corruption_rate"]
+    assert ignored_settings(load_config(["--training_type=sequence_scoring", "--sequence_scoring.max_corruption_rate=0.3"])) == []
+    # on resume the trunk is in ckpt.pt; the transfer source may have been deleted since
+    (tmp_path / "ckpt.pt").write_bytes(b"x")
+    load_config([f"--run.out_dir={tmp_path}", "--run.init_from=resume", "--init_from_checkpoint=gone.pt",
+                 "--freeze_transformer=true"])
+
+
 def test_legacy_flat_flags(tmp_path):
     ck = tmp_path / "ckpt.pt"
     ck.write_bytes(b"x")
@@ -74,6 +116,8 @@ def test_legacy_flat_flags(tmp_path):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["--optim.learnin_rate=1"], "did you mean 'optim.learning_rate'"),
+    (["--data.batch_size"], "--data.batch_size needs a value"),
+    (["--run"], "names a table"),
     (["--optimm.learning_rate=1"], "did you mean 'optim'"),
     (["--max_iter=5"], "did you mean 'max_iters'"),
     (["--train.max_iters=ten"], "train.max_iters must be an integer"),

@@ -1,6 +1,9 @@
 """The training loop: each mode learns on tiny settings, resume is exact, NaN and signals are handled."""
 import json
+import logging
 import math
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,10 +61,14 @@ def records(out_dir):
     return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_unmasking_learns_and_writes_outputs(data_dir, tmp_path):
+def test_unmasking_learns_and_writes_outputs(data_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="mmengine")
     res = run(data_dir, tmp_path, "--train.max_iters=30", "--train.eval_interval=15",
               "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.5}, {type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}]",
               "--unmasking.val_loss_stale_count=1")
+    console = [r.getMessage() for r in caplog.records if r.name == "mmengine.train"]
+    assert re.search(r"iter +30 \| loss [\d.]+ \| lr [\d.e+-]+ \| +\d+ tok/s \| .* ms/it \| MFU [\d.]+%", "\n".join(console))
+    assert any(line.startswith("iter    30 | val loss") for line in console)
     assert res.iter_num == 30 and falls(res.train_losses)
     assert (tmp_path / "ckpt.pt").is_file() and (tmp_path / "best.pt").is_file()
     recs = records(tmp_path)
@@ -165,7 +172,7 @@ def test_resume_is_exact_for_dropout_and_no_prefetch(data_dir, tmp_path):
     _resume_case(data_dir, tmp_path, extra, stop_at=6, total=12)
 
 
-def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm):
+def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm, caplog):
     src = torch.load(tiny_lm, weights_only=True)["model"]
     # frozen trunk: only the head moves
     frozen = run(data_dir, tmp_path / "frozen", "--train.training_type=remasking_binary", "--train.max_iters=4",
@@ -177,6 +184,8 @@ def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm):
             assert torch.equal(after["model"][k], v), k
     assert after["trainer"]["frozen"] is True
     # unfreeze at 4 with a 0.1 multiplier on the trunk; Adam state of the head is kept across the switch
+    caplog.set_level(logging.INFO, logger="mmengine")
+    caplog.clear()
     res = run(data_dir, tmp_path / "tc", "--train.training_type=token_classification", "--train.max_iters=8",
               "--train.eval_interval=8", f"--transfer.init_from_checkpoint={tiny_lm}", "--transfer.freeze_transformer=true",
               "--transfer.unfreeze_at_iteration=4", "--transfer.unfreeze_lr_multiplier=0.1",
@@ -193,6 +202,9 @@ def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm):
     assert steps[False] == {8} and steps[True] == {4}  # head: every step; trunk: since the switch
     events = [r for r in records(tmp_path / "tc") if r.get("event") == "unfreeze"]
     assert len(events) == 1 and events[0]["iter"] == 4
+    # parameter status at the start (trunk frozen) and at the switch
+    status = [r.getMessage() for r in caplog.records if r.getMessage().startswith("parameters:")]
+    assert len(status) == 2 and "(trunk frozen)" in status[0] and "(trunk frozen)" not in status[1]
     for k, v in src.items():
         if k.startswith("transformer.h."):
             assert not torch.equal(ck["model"][k], v), k
@@ -203,6 +215,42 @@ def test_resume_after_unfreeze_is_exact(data_dir, tmp_path, tiny_lm):
              f"--transfer.init_from_checkpoint={tiny_lm}", "--transfer.freeze_transformer=true",
              "--transfer.unfreeze_at_iteration=3", "--token_classification.corruption=[{type=\"random\", rate=0.2}]"]
     _resume_case(data_dir, tmp_path, extra, stop_at=5, total=10)
+    # the switch happened before the checkpoint: recorded once, not repeated by the resumed run
+    assert [r["iter"] for r in records(tmp_path / "part") if r.get("event") == "unfreeze"] == [3]
+    assert torch.load(tmp_path / "part" / "ckpt.pt", weights_only=True)["trainer"]["unfrozen_at"] == 3
+
+
+def test_curriculum_advances_on_stale_val_loss_and_resumes(data_dir, tmp_path, monkeypatch):
+    """Stale validation loss -> next stage (event logged, later batches built for it); exact across a resume."""
+    from mmengine import modes
+    from mmengine.data.masking import StageCurriculum
+
+    original = StageCurriculum.update
+    monkeypatch.setattr(StageCurriculum, "update", lambda self, loss: original(self, math.inf))  # never improves
+    built = []
+    build = modes.UnmaskingMode.build_batch
+    monkeypatch.setattr(modes.UnmaskingMode, "build_batch", lambda self, split, idx, rng, it, st: (
+        built.append((split, it, st)), build(self, split, idx, rng, it, st))[1])
+    stages = "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.2}, {type=\"span\", target_masked_ratio=0.5}, {type=\"random\", max_masked_ratio=1.0}]"
+    extra = [stages, "--unmasking.val_loss_stale_count=1", "--train.eval_interval=2", "--optim.lr_decay_iters=6"]
+    full, _ = _resume_case(data_dir, tmp_path, extra, stop_at=4, total=6)
+    assert [r["stage"] for r in full.val] == [0, 1, 2]  # the stage trained up to each evaluation
+    assert [(r["iter"], r["from_stage"], r["to_stage"]) for r in full.val if r.get("event") == "stage_advanced"] == [(2, 0, 1), (4, 1, 2)]
+    assert all({"loss_stage0", "loss_stage1", "loss_stage2"} <= r.keys() for r in full.val)
+    # the first run's training batches: iterations 0-1 stage 0, 2-3 stage 1 (prefetched stage-0 batches were rebuilt), 4-5 stage 2
+    second_run = next(i for i in range(1, len(built)) if built[i][1] == 0 < built[i - 1][1])  # iterations start over
+    last_build = {it: st for split, it, st in built[:second_run]}  # a rebuilt batch replaces the prefetched one
+    assert {it: last_build[it] for it in range(6)} == {0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2}
+
+
+def test_resume_drops_metrics_written_after_the_checkpoint(data_dir, tmp_path):
+    run(data_dir, tmp_path, "--train.max_iters=4", "--train.eval_interval=4", "--optim.lr_decay_iters=6")
+    with open(tmp_path / "metrics.jsonl", "a") as f:  # a run that died after its checkpoint had logged on
+        f.write(json.dumps({"iter": 5, "split": "train", "loss": 9.0, "lr": 0.1}) + "\n")
+    run(data_dir, tmp_path, "--train.max_iters=6", "--train.eval_interval=4", "--optim.lr_decay_iters=6", "--run.init_from=resume")
+    train_iters = [r["iter"] for r in records(tmp_path) if r["split"] == "train"]
+    assert train_iters == [1, 2, 3, 4, 5, 6]
+    assert all(r["loss"] != 9.0 for r in records(tmp_path))
 
 
 def test_nan_loss_stops_naming_the_iteration(data_dir, tmp_path, monkeypatch):
@@ -257,18 +305,121 @@ def test_resume_with_a_different_setup_is_one_clear_error(data_dir, tmp_path):
             "--data.use_paragraph_boundaries=true")
 
 
-def test_optional_outputs_and_cpu_bfloat16(data_dir, tmp_path, caplog):
-    """Plots/TensorBoard/wandb switched on: written when installed, one warning each when not."""
+def test_warnings_for_settings_that_do_nothing(data_dir, tmp_path, caplog):
+    run(data_dir, tmp_path, "--train.max_iters=2", "--train.eval_interval=2", "--token_classification.label_source=labels")
+    assert any("does not read token_classification.label_source" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--run.init_from=resume", "--optim.learning_rate=5e-3",
+        "--token_classification.label_source=labels")
+    assert any(r.getMessage().endswith("differ from the checkpoint's: optim.learning_rate") for r in caplog.records)
+
+
+def test_optional_outputs_not_installed_warn_once_each(data_dir, tmp_path, caplog, monkeypatch):
+    """Plots/TensorBoard/wandb switched on without the package: one warning each, the run goes on (bfloat16 on CPU)."""
+    for module in ("matplotlib", "torch.utils.tensorboard", "wandb"):
+        monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
     res = run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--run.dtype=bfloat16",
               "--log.plots=true", "--log.tensorboard=true", "--log.wandb=true")
     assert res.iter_num == 3 and all(math.isfinite(v) for v in res.train_losses.values())
-    for module, output in (("matplotlib", "curves.png"), ("tensorboard", "tensorboard"), ("wandb", "wandb")):
-        try:
-            __import__(module)
-        except ImportError:
-            assert any(module in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records)
-        else:
-            assert (tmp_path / output).exists()
+    for package in ("matplotlib", "tensorboard", "wandb"):
+        assert sum(package in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records) == 1, package
+
+
+def test_plots_at_each_evaluation(data_dir, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from mmengine.run_logging import RunLogger
+
+    sizes = []
+    plot = RunLogger.plot
+    monkeypatch.setattr(RunLogger, "plot", lambda self: (plot(self), sizes.append((tmp_path / "curves.png").stat().st_size)))
+    run(data_dir, tmp_path, "--train.max_iters=4", "--train.eval_interval=2", "--log.plots=true")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(sizes) == 3 and not list(tmp_path.glob("*.tmp.png"))  # at both evaluations (+ the final no-op call)
+
+
+def test_tensorboard_events(data_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(data_dir, tmp_path, "--train.max_iters=4", "--train.eval_interval=2", "--log.tensorboard=true")
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("val/loss_stage0")] == [2, 4]
+
+
+def test_wandb_offline_one_run_across_a_resume(data_dir, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the logger itself must ask for offline mode
+    run(data_dir, tmp_path, "--train.max_iters=2", "--train.eval_interval=2", "--log.wandb=true")
+    run_id = torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["wandb_id"]
+    run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--log.wandb=true", "--run.init_from=resume")
+    runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(name.endswith(run_id) for name in runs)
+
+
+def test_progress_bar(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MMENGINE_PROGRESS", "1")  # as on a terminal
+    run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--log.progress=true")
+    assert re.search(r"train: +\d+%\|.*\| \d/3 ", capsys.readouterr().err)  # tqdm's line on stderr
+
+
+def test_grad_scaler_path_and_clipping(data_dir, tmp_path, monkeypatch):
+    """The float16 path (GradScaler: scale, unscale before clipping, step) on CPU, with a power-of-two scale:
+    bit-identical to the unscaled run; the scaler's state is checkpointed; clipping uses train.grad_clip."""
+    from mmengine import train as train_mod
+
+    clips = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: (clips.append(max_norm), clip(params, max_norm))[1])
+    args = ["--train.max_iters=4", "--train.eval_interval=4", "--train.grad_clip=0.5", "--train.gradient_accumulation_steps=2"]
+    plain = run(data_dir, tmp_path / "plain", *args)
+    assert clips == [0.5] * 4
+    original = train_mod.autocast_context
+    monkeypatch.setattr(train_mod, "autocast_context", lambda device, dtype: (
+        original(device, dtype)[0], "float32", torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)))
+    scaled = run(data_dir, tmp_path / "scaled", *args)
+    assert scaled.train_losses == plain.train_losses
+    assert torch.load(scaled.checkpoint, weights_only=True)["trainer"]["scaler"]["scale"] == 2.0 ** 10
+    run(data_dir, tmp_path / "noclip", "--train.max_iters=1", "--train.eval_interval=1", "--train.grad_clip=0")
+    assert len(clips) == 8
+
+
+def test_schedule_warmup_cosine_and_the_stop_request():
+    from mmengine.schedule import lr_at
+    from mmengine.train import _StopRequest
+
+    kw = dict(learning_rate=1.0, min_lr=0.1, warmup_iters=4, lr_decay_iters=14)
+    lrs = [lr_at(it, **kw) for it in range(16)]
+    assert lrs[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])  # linear warmup
+    assert lrs[4] == 1.0 and lrs[9] == pytest.approx(0.55) and lrs[14:] == [0.1, 0.1]  # cosine to min_lr, then flat
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lr_at(3, **kw, decay_lr=False) == 1.0
+    with _StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal == signal.SIGINT  # the first Ctrl-C only asks the loop to save and stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # a second one stops at once
+
+
+def test_sigint_during_training_saves_and_returns(data_dir, tmp_path, monkeypatch):
+    from mmengine import train as train_mod
+
+    steps = {"n": 0}
+    step = train_mod.Trainer.optimizer_step
+
+    def step_then_ctrl_c(self):
+        step(self)
+        steps["n"] += 1
+        if steps["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(train_mod.Trainer, "optimizer_step", step_then_ctrl_c)
+    res = run(data_dir, tmp_path, "--train.max_iters=50", "--train.eval_interval=50")
+    # the flag is read once per step (with the NaN check), so the step after the signal is the last
+    assert res.interrupted and res.iter_num == 4
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 4
 
 
 @pytest.mark.slow
