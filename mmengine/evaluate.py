@@ -15,9 +15,10 @@ from mmengine.config import Config, ConfigError, UserError, apply_dict, apply_ov
 logger = logging.getLogger(__name__)
 
 
-def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: str = "cpu") -> dict:
-    """Metrics of the checkpoint at ``path`` on its validation set."""
+def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: str | None = None) -> dict:
+    """Metrics of the checkpoint at ``path`` on its validation set (``device``: default ``run.device``, e.g. 'auto')."""
     from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
+    from mmengine.distributed import pick_device
     from mmengine.modes import build_mode
     from mmengine.train import open_data, to_device
 
@@ -33,6 +34,7 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
         raise ConfigError(f"unexpected argument '{path_arg}'; the config comes from the checkpoint, change it with --table.key=value.")
     apply_overrides(cfg, pairs)
     validate(cfg)
+    device = device or pick_device(cfg.run.device)
     model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     data = open_data(cfg)
     mode = build_mode(cfg, data)

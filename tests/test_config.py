@@ -36,6 +36,21 @@ def test_defaults_and_every_field_documented():
             assert f"--{table}.{f.name}=" in text
 
 
+def test_the_issues_tables_and_fields():
+    listed = {"run": "out_dir seed device dtype compile init_from",
+              "data": "dir block_size batch_size use_paragraph_boundaries separator",
+              "model": "n_layer n_head n_embd dropout bias attention_type use_rope attention_backend loss_backend",
+              "train": "training_type max_iters eval_interval eval_iters log_interval gradient_accumulation_steps grad_clip",
+              "optim": "learning_rate min_lr warmup_iters lr_decay_iters weight_decay beta1 beta2",
+              "transfer": "init_from_checkpoint freeze_transformer unfreeze_at_iteration unfreeze_lr_multiplier",
+              "unmasking": "", "token_classification": "", "sequence_scoring": "", "log": ""}
+    assert list(TABLES) == list(listed)
+    for table, names in listed.items():
+        assert set(names.split()) <= {f.name for f in dataclasses.fields(TABLES[table])}, table
+    types = dataclasses.fields(TABLES["train"])[0].metadata["choices"]
+    assert types == ("unmasking", "token_classification", "remasking_binary", "sequence_scoring")
+
+
 def test_precedence_cli_over_file_over_defaults(tmp_path):
     path = write(tmp_path, "[optim]\nlearning_rate = 1e-3\nmin_lr = 1e-5\n[data]\nbatch_size = 8\n")
     cfg = load_config([path, "--optim.learning_rate=2e-3"])
