@@ -38,8 +38,7 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     data = open_data(cfg)
     mode = build_mode(cfg, data)
-    if mode.model_mode != model.config.mode.value:
-        raise UserError(f"{path} holds a {model.config.mode.value} model but the config's training_type is '{cfg.train.training_type}'.")
+    mode.check_model(model, str(path))
     mode.load_state_dict((ckpt.get("trainer") or {}).get("mode_state") or {})
     metrics = mode.evaluate(model, [(g, to_device(b, device)) for g, b in mode.val_batches()])
     metrics["iter"] = int(ckpt.get("iter_num", 0))

@@ -146,6 +146,15 @@ class ModeSpec:
     def gpt_kwargs(self) -> dict:
         return {"mode": self.model_mode}
 
+    def check_model(self, model, source: str) -> None:
+        """A model loaded from ``source`` must have this mode's head (a resume or an evaluation with another config)."""
+        for key, want in self.gpt_kwargs().items():
+            have = getattr(model.config, key)
+            have = getattr(have, "value", have)  # ModelMode -> its string
+            if have != want:
+                raise UserError(f"{source} holds a model with {key}={have!r} but this config's train.training_type="
+                                f"'{self.cfg.train.training_type}' needs {want!r}; use the configuration that run was started with.")
+
     def loss(self, model, batch: dict):
         """(logits, loss) of one batch of tensors."""
         return model(batch["x"], batch["y"], lengths=batch.get("lengths"))

@@ -282,6 +282,7 @@ class Trainer:
         else:
             # the checkpoint already holds the transferred trunk: the transfer source is never re-read
             model = model_from_checkpoint(self.ckpt, source=str(self.out_dir / "ckpt.pt"))
+            self.mode.check_model(model, str(self.out_dir / "ckpt.pt"))
             self.gptconf = model.config
             if self.ckpt.get("trainer", {}).get("frozen"):
                 model.freeze_transformer_weights()

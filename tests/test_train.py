@@ -303,6 +303,8 @@ def test_resume_with_a_different_setup_is_one_clear_error(data_dir, tmp_path):
     with pytest.raises(UserError, match="cannot resume"):
         run(data_dir, tmp_path, "--train.max_iters=4", "--run.init_from=resume", "--data.batch_size=3",
             "--data.use_paragraph_boundaries=true")
+    with pytest.raises(UserError, match="holds a model with mode='language_model'.*needs 'token_classifier'"):
+        run(data_dir, tmp_path, "--train.max_iters=4", "--run.init_from=resume", "--train.training_type=token_classification")
 
 
 def test_warnings_for_settings_that_do_nothing(data_dir, tmp_path, caplog):
