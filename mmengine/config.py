@@ -8,6 +8,10 @@ command line can say::
     python -m mmengine.train configs/quickstart.toml --optim.learning_rate=3e-4 \\
         --unmasking.stages='[{type="random", max_masked_ratio=0.5}]'
 
+Typed without the shell quotes the last value still works: bash hands it over split at its spaces
+and without its double quotes, so the words of an unclosed list are joined again and the bare words
+in value position are read as strings.
+
 The flat flags of the earlier ``train_run.py`` (``--max_iters=5000 --freeze_transformer=True``)
 are accepted when the key names exactly one field. Every user mistake raises :class:`ConfigError`
 with one sentence; the CLIs turn it into a message on stderr and exit code 2.

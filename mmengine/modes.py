@@ -34,7 +34,6 @@ STREAM_BATCH = 1
 STREAM_VAL = 2
 STREAM_DROPOUT = 3
 STREAM_SAMPLE = 4
-STREAM_VAL_WINDOWS = 5
 
 
 def spread(num_items: int, n: int) -> np.ndarray:
@@ -73,12 +72,10 @@ class ModeSpec:
     model_mode = "language_model"
     generates_text = False  # the run ends with a generated sample
 
-    def __init__(self, cfg: Config, data, *, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: Config, data):
         self.cfg = cfg
         self.data = data
         self.meta = data.meta
-        self.rank = rank
-        self.world_size = world_size
         self.block_size = cfg.data.block_size
         self.batch_size = cfg.data.batch_size
         self._windows: dict[str, Windows] = {}
@@ -211,8 +208,8 @@ class UnmaskingMode(ModeSpec):
     model_mode = "language_model"
     generates_text = True
 
-    def __init__(self, cfg: Config, data, **kw):
-        super().__init__(cfg, data, **kw)
+    def __init__(self, cfg: Config, data):
+        super().__init__(cfg, data)
         from mmengine.data.masking import MaskingStage, StageCurriculum
 
         self.continuous = cfg.unmasking.objective == "continuous_time"
@@ -322,8 +319,8 @@ class TokenClassificationMode(ModeSpec):
     name = "token_classification"
     model_mode = "token_classifier"
 
-    def __init__(self, cfg: Config, data, *, lm_sampler=None, **kw):
-        super().__init__(cfg, data, **kw)
+    def __init__(self, cfg: Config, data, *, lm_sampler=None):
+        super().__init__(cfg, data)
         tc = cfg.token_classification
         self.from_labels = tc.label_source == "labels"
         if self.from_labels:
@@ -381,8 +378,8 @@ class SequenceScoringMode(ModeSpec):
     name = "sequence_scoring"
     model_mode = "sequence_scorer"
 
-    def __init__(self, cfg: Config, data, **kw):
-        super().__init__(cfg, data, **kw)
+    def __init__(self, cfg: Config, data):
+        super().__init__(cfg, data)
         self.synthetic = cfg.sequence_scoring.score_source == "synthetic"
         self.cls_id = self.meta.cls_id
         self.pad_id = self.meta.pad_id
@@ -503,7 +500,7 @@ MODES: dict[str, type[ModeSpec]] = {
 }
 
 
-def build_mode(cfg: Config, data, *, rank: int = 0, world_size: int = 1, lm_sampler=None) -> ModeSpec:
+def build_mode(cfg: Config, data, *, lm_sampler=None) -> ModeSpec:
     """The spec of ``cfg.train.training_type`` (with the LM sampler an 'lm' corruption kind needs)."""
     cls = MODES[cfg.train.training_type]
     kw = {}
@@ -514,7 +511,7 @@ def build_mode(cfg: Config, data, *, rank: int = 0, world_size: int = 1, lm_samp
             lm_sampler = LMSampler(tc.lm_checkpoint, data.meta, device="cpu")
         kw["lm_sampler"] = lm_sampler
     try:
-        return cls(cfg, data, rank=rank, world_size=world_size, **kw)
+        return cls(cfg, data, **kw)
     except (ValueError, TypeError) as e:
         if isinstance(e, (ConfigError, UserError)):
             raise

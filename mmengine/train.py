@@ -245,7 +245,7 @@ class Trainer:
             from mmengine.checkpoint import load_checkpoint
 
             self.ckpt = load_checkpoint(self.out_dir / "ckpt.pt")
-        self.mode = build_mode(cfg, self.data, rank=self.info.rank, world_size=self.info.world_size)
+        self.mode = build_mode(cfg, self.data)  # the same on every rank: the rank only enters the data order and RNG
         self._build_model()
         self.autocast, self.dtype_name, self.scaler = autocast_context(self.device, cfg.run.dtype)
         self.iter_num = 0

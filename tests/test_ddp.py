@@ -41,8 +41,8 @@ def test_ranks_draw_disjoint_windows(data_dir):
     cfg = load_config(argv(data_dir, "unused", "--data.prefetch_depth=0", "--data.use_paragraph_boundaries=true"))
     data = open_data(cfg)
     seen = []
+    mode = build_mode(cfg, data)
     for rank in (0, 1):
-        mode = build_mode(cfg, data, rank=rank, world_size=2)
         stream = BatchStream(mode, cfg, DistInfo(rank=rank, world_size=2), None, mode.batch_state())
         idx = np.concatenate([stream.sampler.next_batch(4) for _ in range(5)])
         seen.append(set(mode.windows("train").offsets(idx).tolist()))
