@@ -599,10 +599,12 @@ def _check_stages(stages: list) -> None:
 def _check_corruption(kinds: list) -> None:
     from mmengine.data.corruption import CorruptionKind
 
-    parse_items("token_classification.corruption", kinds, CorruptionKind.from_dict)
-    total = sum(float(k.get("rate", 0.15)) for k in kinds)
-    if total > 1.0 + 1e-9:
-        raise ConfigError(f"the token_classification.corruption rates sum to {total:.3g}; they must sum to at most 1.")
+    parsed = parse_items("token_classification.corruption", kinds, CorruptionKind.from_dict)
+    # ramps are linear, so the summed rate is largest at iteration 0 or where a ramp ends
+    for it in sorted({0, *(k.ramp_iters for k in parsed)}):
+        total = sum(k.rate_at(it) for k in parsed)
+        if total > 1.0 + 1e-9:
+            raise ConfigError(f"the token_classification.corruption rates sum to {total:.3g} at iteration {it}; they must sum to at most 1.")
 
 
 # --- printing ------------------------------------------------------------------------------------

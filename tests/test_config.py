@@ -150,6 +150,8 @@ def test_legacy_flat_flags(tmp_path):
     (["--optim.min_lr=1.0"], "must not exceed"),
     (["--training_type=token_classification", "--token_classification.corruption=[{type=\"rnd\", rate=0.1}]"], "corruption[0]"),
     (["--training_type=token_classification", "--token_classification.corruption=[{type=\"lm\", rate=0.1}]"], "lm_checkpoint"),
+    (["--training_type=token_classification", "--token_classification.corruption=[{type=\"random\", rate=0.1, rate_start=0.8, ramp_iters=9}, {type=\"swap\", rate=0.3}]"],
+     "sum to 1.1 at iteration 0"),
 ])
 def test_bad_values_are_one_sentence(argv, fragment):
     with pytest.raises(ConfigError) as e:
