@@ -327,9 +327,14 @@ class TokenClassificationMode(ModeSpec):
             for split in ("train", "val"):
                 if data.labels(split) is None:
                     raise UserError(f"token_classification.label_source='labels' but the data dir has no {split} label file (prepare it from {{text, spans}} JSONL).")
-            n = num_token_classes(cfg) or getattr(self.meta, "num_token_classes", None)
+            in_data = getattr(self.meta, "num_token_classes", None)
+            n = num_token_classes(cfg) or in_data
             if not n:
                 raise UserError("the number of token classes is unknown; set token_classification.num_token_classes.")
+            if in_data and n < in_data:
+                # said now, not when the first batch with a high label happens to be drawn
+                raise UserError(f"the data dir's labels have {in_data} classes but the run has {n} "
+                                f"(train.training_type='{cfg.train.training_type}', token_classification.num_token_classes={cfg.token_classification.num_token_classes}).")
             self.num_classes = int(n)
             self.corruptor = None
         else:

@@ -145,6 +145,13 @@ def test_remasking_binary_from_label_files(tmp_path):
               "--train.max_iters=25", "--train.eval_interval=25")
     assert falls(res.train_losses)
     assert len(res.val[-1]["precision"]) == 2
+    # labels of more classes than the run has: said at the start, not when a batch draws a high label
+    from mmengine.config import UserError
+
+    prepare_jsonl([src], tmp_path / "spans3", val_fraction=0.2, num_classes=3)
+    with pytest.raises(UserError, match="labels have 3 classes but the run has 2"):
+        run(tmp_path / "spans3", tmp_path / "out3", "--train.training_type=remasking_binary",
+            "--token_classification.label_source=labels", "--train.max_iters=1")
 
 
 def _resume_case(data_dir, tmp_path, extra, stop_at, total):
