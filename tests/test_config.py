@@ -1,5 +1,6 @@
 """Config: TOML + CLI precedence, legacy flags, validation messages, printing, the shipped configs."""
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,16 @@ def test_config_command_prints_resolved_toml(tmp_path):
     assert doc["train"]["max_iters"] == 7 and doc["run"]["out_dir"] == "x"
     h = subprocess.run([sys.executable, "-m", "mmengine.train", "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "[unmasking]" in h.stdout and "--transfer.unfreeze_lr_multiplier" in h.stdout
+
+
+def test_training_md_commands_resolve():
+    """Every train/config command of docs/TRAINING.md parses and validates (paths aside): no stale option."""
+    import shlex
+
+    text = (ROOT / "docs" / "TRAINING.md").read_text().replace("\\\n", " ")
+    commands = re.findall(r"-m mmengine\.(?:train|config)\b([^`\n|#]*)", text)
+    assert len(commands) >= 10
+    for args in commands:
+        argv = [str(ROOT / a) if a.startswith("configs/") else a for a in shlex.split(args)]
+        if "--help" not in argv and "..." not in argv:
+            load_config(argv, check_paths=False)
