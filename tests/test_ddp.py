@@ -81,3 +81,41 @@ def test_two_process_ddp_run_and_exact_resume(data_dir, tmp_path):
         assert part_losses[it] == losses[it], it
     # the curriculum decisions (made on rank 0, broadcast) match the uninterrupted run's
     assert torch.load(part / "ckpt.pt", weights_only=True)["trainer"]["mode_state"] == ck["trainer"]["mode_state"]
+
+
+RANKS_AGREE = """
+import sys, torch, torch.distributed as dist
+from mmengine.config import load_config
+from mmengine.train import Trainer
+trainer = Trainer(load_config(sys.argv[1:]))
+trainer.run()
+sums = torch.stack([p.detach().double().sum() for p in trainer.raw_model.parameters()])
+both = [torch.zeros_like(sums) for _ in range(2)]
+dist.all_gather(both, sums)
+if dist.get_rank() == 0:
+    print("ranks differ by", (both[0] - both[1]).abs().max().item())
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_two_process_transfer_and_unfreeze(data_dir, tmp_path):
+    """Unfreezing re-wraps the model in DDP (it registers only trainable parameters): the trunk then trains,
+    with its gradients averaged over the ranks, so both ranks hold the same weights."""
+    from mmengine.train import train
+
+    lm = train(load_config(argv(data_dir, tmp_path / "lm", "--train.max_iters=2", "--train.eval_interval=2"))).checkpoint
+    out = tmp_path / "tc"
+    script = tmp_path / "ranks_agree.py"
+    script.write_text(RANKS_AGREE)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+                        *argv(data_dir, out, "--train.training_type=remasking_binary", "--train.max_iters=4",
+                              f"--transfer.init_from_checkpoint={lm}", "--transfer.freeze_transformer=true",
+                              "--transfer.unfreeze_at_iteration=2")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert float(p.stdout.split("ranks differ by")[1].split()[0]) == 0.0, p.stdout
+    recs, _ = train_losses(out)
+    assert [r["iter"] for r in recs if r.get("event") == "unfreeze"] == [2]
+    src, ck = torch.load(lm, weights_only=True), torch.load(out / "ckpt.pt", weights_only=True)
+    assert ck["trainer"]["unfrozen_at"] == 2
+    assert not torch.equal(ck["model"]["transformer.h.0.attn.c_attn.weight"], src["model"]["transformer.h.0.attn.c_attn.weight"])
