@@ -501,7 +501,9 @@ class Trainer:
                     if self.iter_num % tcfg.log_interval == 0 or self.iter_num == tcfg.max_iters:
                         dt = (time.perf_counter() - t_log) / max(1, iters_since_log)
                         tok_s = tokens_per_iter / dt
-                        mfu = self.raw_model.flops_per_token() * tok_s / info.world_size / peak
+                        # a frozen trunk runs forward only (no backward below the head): 2N of the 6N FLOPs
+                        flops = self.raw_model.flops_per_token() / (3 if self._frozen() else 1)
+                        mfu = flops * tok_s / info.world_size / peak
                         rec = {"iter": self.iter_num, "split": "train", "loss": loss_val, "lr": lr,
                                "tokens_per_s": tok_s, "mfu": mfu, "ms_per_iter": dt * 1000}
                         rlog.log(rec)
