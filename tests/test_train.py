@@ -365,9 +365,9 @@ def test_wandb_offline_one_run_across_a_resume(data_dir, tmp_path, monkeypatch):
     run_id = torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["wandb_id"]
     run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--log.wandb=true", "--run.init_from=resume")
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["wandb_id"] == run_id
-    # offline-run-<start time to the second>-<id>: one folder per leg, or one if both began in the same second
+    # offline-run-<start time to the second>-<id>[-<n> when that folder exists already]: one folder per leg
     runs = [p.name for p in (tmp_path / "wandb").glob("offline-run-*")]
-    assert runs and all(name.endswith(f"-{run_id}") for name in runs)
+    assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", name) for name in runs), runs
 
 
 def test_progress_bar(data_dir, tmp_path, monkeypatch, capsys):
