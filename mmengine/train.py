@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import math
 import os
@@ -321,6 +322,17 @@ class Trainer:
             model = DDP(model, device_ids=[self.info.local_rank] if self.device_type == "cuda" else None)
         return model
 
+    def close(self) -> None:
+        """Drop the DDP wrappers while the interpreter is still fully alive.
+
+        DDP objects sit in reference cycles, so without this they are freed only at interpreter exit,
+        after the process group is gone; gloo's worker threads then touch Python during finalisation
+        and the process aborts ("terminate called without an active exception").
+        """
+        if hasattr(self, "raw_model"):
+            self.model = self.raw_model
+        gc.collect()
+
     def _frozen(self) -> bool:
         return self.raw_model.get_frozen_status()
 
@@ -619,6 +631,7 @@ def train(cfg: Config) -> TrainResult:
                                         seed=cfg.run.seed)
         return result
     finally:
+        trainer.close()
         D.cleanup(trainer.info)
 
 

@@ -101,6 +101,7 @@ both = [torch.zeros_like(sums) for _ in range(2)]
 dist.all_gather(both, sums)
 if dist.get_rank() == 0:
     print("ranks differ by", (both[0] - both[1]).abs().max().item())
+trainer.close()
 dist.destroy_process_group()
 """
 
