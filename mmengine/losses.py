@@ -1,4 +1,4 @@
-"""Eager reference losses used by the model's torch backend.
+"""Eager reference losses used by the model's torch backend (class weights: :mod:`mmengine.reference`).
 
 Every function here is sync-free: nothing reads a value back to the host (no ``.item()``,
 no ``torch.unique``, no data-dependent shapes), so a training step on a GPU never stalls on
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from mmengine.reference import balanced_class_weights
 
 __all__ = [
     "class_balanced_weights",
@@ -30,31 +32,8 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return num / torch.where(den > 0, den, torch.ones_like(den))
 
 
-def class_balanced_weights(
-    targets: torch.Tensor, num_classes: int, ignore_index: int = -1
-) -> torch.Tensor:
-    """Per-class weights ``w_c = N_valid / (C * n_c)`` for the classes present in ``targets``.
-
-    ``targets`` holds class ids in ``[0, num_classes)`` or ``ignore_index``. Classes absent from
-    the batch weigh 0. Returns a float32 tensor of shape ``(num_classes,)`` on the targets'
-    device, with no gradient.
-
-    The histogram is a ``scatter_add`` rather than ``torch.bincount``: on CUDA ``bincount``
-    reads ``targets.max()`` back to the host to size its output, i.e. a device sync per step,
-    while ``scatter_add`` into a fixed ``(C,)`` buffer (the same counts as
-    ``bincount(valid_targets, minlength=C)``) needs none.
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    with torch.no_grad():
-        flat = targets.reshape(-1)
-        valid = flat != ignore_index
-        index = torch.where(valid, flat, torch.zeros_like(flat)).long()
-        counts = torch.zeros(num_classes, dtype=torch.float32, device=targets.device)
-        counts.scatter_add_(0, index, valid.to(torch.float32))  # (C,) == bincount(minlength=C)
-        n_valid = counts.sum()
-        weights = n_valid / (num_classes * counts.clamp(min=1.0))
-        return torch.where(counts > 0, weights, torch.zeros_like(weights))
+# the class weights are part of the one eager reference shared with the kernels
+class_balanced_weights = balanced_class_weights
 
 
 def position_weights(

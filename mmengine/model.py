@@ -26,6 +26,14 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from mmengine import losses
+from mmengine.reference import (
+    apply_rope,
+    attention_mask,
+    attention_reference,
+    rope_cos_sin,
+    rotate_half,
+    valid_positions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,72 +97,26 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
-def rope_cos_sin(seq_len: int, head_dim: int, base: float = 10000.0, device=None):
-    """cos, sin tables of shape (seq_len, head_dim) for GPT-NeoX "rotate half" RoPE.
-
-    ``inv_freq_i = 1 / base^(2i/head_dim)``; the table repeats the frequencies
-    (``cat(freqs, freqs)``) because rotate_half pairs dimension i with i + head_dim/2.
-    """
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    positions = torch.arange(seq_len, device=device, dtype=torch.float32)
-    freqs = torch.outer(positions, inv_freq)  # (T, D/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (T, D)
-    return emb.cos(), emb.sin()
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """(x1, x2) -> (-x2, x1) on the last dimension split in halves."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotates x (B, nh, T, hs) by position; cos/sin are (T, hs)."""
-    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
-
-
 def key_padding_mask(lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Boolean (B, 1, 1, T) mask, True for keys a query may attend to (position < length).
-
-    A row of length 0 keeps key 0 so that its softmax stays finite (its outputs are padding
-    and meaningless anyway); the clamp avoids reading the lengths back to the host.
-    """
-    positions = torch.arange(seq_len, device=lengths.device)
-    valid = positions[None, :] < lengths.clamp(min=1)[:, None]  # (B, T)
-    return valid[:, None, None, :]  # (B, 1, 1, T)
-
-
-def _attention_mask(causal: bool, lengths: torch.Tensor | None, seq_len: int, device) -> torch.Tensor | None:
-    """The boolean (B|1, 1, T, T) mask combining causality and key padding, or None."""
-    mask = None
-    if lengths is not None:
-        mask = key_padding_mask(lengths.to(device), seq_len)  # (B, 1, 1, T)
-    if causal:
-        tril = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()  # (T, T)
-        mask = tril[None, None] if mask is None else mask & tril  # (B, 1, T, T)
-    return mask
+    """Boolean (B, 1, 1, T) mask, True for keys a query may attend to (position < length; key 0 kept
+    for rows of length 0, whose outputs are zeroed)."""
+    return attention_mask(False, lengths, seq_len, lengths.device)
 
 
 def eager_attention(q, k, v, *, causal: bool, lengths=None, dropout_p: float = 0.0, training: bool = False):
-    """Reference attention: softmax(q k^T / sqrt(hs) + mask) v, for (B, nh, T, hs) inputs."""
-    seq_len = q.size(-2)
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
-    mask = _attention_mask(causal, lengths, seq_len, q.device)
-    if mask is not None:
-        att = att.masked_fill(~mask, float("-inf"))
-    att = F.softmax(att, dim=-1)
-    att = F.dropout(att, p=dropout_p, training=training)
-    return att @ v  # (B, nh, T, T) x (B, nh, T, hs) -> (B, nh, T, hs)
+    """Reference attention (:func:`mmengine.reference.attention_reference`), for (B, nh, T, hs) inputs."""
+    return attention_reference(q, k, v, causal=causal, lengths=lengths, dropout_p=dropout_p, training=training)
 
 
 def sdpa_attention(q, k, v, *, causal: bool, lengths=None, dropout_p: float = 0.0, training: bool = False):
-    """scaled_dot_product_attention with the same masking as :func:`eager_attention`."""
+    """scaled_dot_product_attention with the reference's masking and padded-row rule."""
     p = dropout_p if training else 0.0
     if lengths is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
     # is_causal cannot be combined with an explicit mask, so causality goes into the mask.
-    mask = _attention_mask(causal, lengths, q.size(-2), q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    T = q.size(-2)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(causal, lengths, T, q.device), dropout_p=p)
+    return y * valid_positions(lengths.to(q.device), T)[:, None, :, None].to(y.dtype)  # padded query rows -> 0
 
 
 def _triton_wanted(backend: str, tensor: torch.Tensor, function_name: str) -> bool:

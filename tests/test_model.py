@@ -159,8 +159,11 @@ def reference_forward(m: GPT, idx: torch.Tensor, lengths=None) -> torch.Tensor:
     if cfg.attention_type == "causal":
         allowed = allowed.tril()
     allowed = allowed.expand(B, 1, T, T)
+    rows = torch.ones(B, 1, T, 1, dtype=torch.float64)
     if lengths is not None:
         allowed = allowed & (torch.arange(T)[None, :] < lengths[:, None])[:, None, None, :]
+        # the engine's one padding rule: a query row past its length outputs zero attention
+        rows = (torch.arange(T)[None, :] < lengths[:, None]).double()[:, None, :, None]
 
     x = sd["transformer.wte.weight"][idx]
     if not cfg.use_rope:
@@ -173,7 +176,7 @@ def reference_forward(m: GPT, idx: torch.Tensor, lengths=None) -> torch.Tensor:
             q, k = rotate(q), rotate(k)
         scores = (q @ k.transpose(-1, -2)) / math.sqrt(D)
         attn = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
-        x = x + linear((attn @ v).transpose(1, 2).reshape(B, T, C), p + "attn.c_proj")
+        x = x + linear((attn @ v * rows).transpose(1, 2).reshape(B, T, C), p + "attn.c_proj")
         h = linear(norm(x, p + "ln_2"), p + "mlp.c_fc")
         x = x + linear(0.5 * h * (1 + torch.erf(h / math.sqrt(2))), p + "mlp.c_proj")
     x = norm(x, "transformer.ln_f")
