@@ -21,65 +21,35 @@ import re
 import tempfile
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
 import torch
 
+from mmengine.errors import CheckpointError
 from mmengine.model import GPT, GPTConfig, ModelMode
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointError",
-    "TransferReport",
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
     "model_from_checkpoint",
-    "build_model",
-    "load_trunk",
     "convert_model_args",
     "clean_state_dict",
+    "model_state_dict",
+    "unwrap_model",
+    "upgrade_trainer_state",
 ]
 
 # prefixes added by torch.compile (_orig_mod.) and DistributedDataParallel (module.)
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-HEAD_PREFIXES = ("lm_head.", "sequence_head.")
-TRUNK_PREFIX = "transformer."
 _CONFIG_FIELDS = {f.name for f in dataclasses.fields(GPTConfig)}
 # torch.save's format before PyTorch 1.6 (or with _use_new_zipfile_serialization=False) is a pickle
 # stream opening with this magic number (a pickled long; the protocol header comes before it)
 _LEGACY_MAGIC = b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, or does not fit the model asked of it."""
-
-
-@dataclass
-class TransferReport:
-    """What :func:`load_trunk` did: the one summary of a transfer."""
-
-    source: str
-    loaded: list[str] = field(default_factory=list)  # trunk keys copied from the checkpoint
-    missing: list[str] = field(default_factory=list)  # model trunk keys the checkpoint lacks (kept as initialised)
-    unexpected: list[str] = field(default_factory=list)  # checkpoint trunk keys the model has no place for
-    skipped_heads: list[str] = field(default_factory=list)  # checkpoint head keys, never transferred
-    embedding_extended: tuple[int, int] | None = None  # (checkpoint vocab, model vocab) when rows were added
-
-    def summary(self) -> str:
-        text = (
-            f"transferred {len(self.loaded)} trunk tensors from {self.source}; "
-            f"skipped {len(self.skipped_heads)} head tensors; "
-            f"missing {len(self.missing)}{_listing(self.missing)}; "
-            f"unexpected {len(self.unexpected)}{_listing(self.unexpected)}"
-        )
-        if self.embedding_extended:
-            old, new = self.embedding_extended
-            text += f"; token embedding extended from {old} to {new} rows (old rows kept)"
-        return text
 
 
 def _listing(keys: list[str], limit: int = 6) -> str:
@@ -89,7 +59,7 @@ def _listing(keys: list[str], limit: int = 6) -> str:
     return f" ({shown}{', ...' if len(keys) > limit else ''})"
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The GPT inside DDP (.module) and torch.compile (._orig_mod) wrappers."""
     while True:
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
@@ -140,7 +110,7 @@ def save_checkpoint(path, model, optimizer=None, **state) -> Path:
     checkpoint intact (and no temporary file behind). Returns the path.
     """
     path = Path(path)
-    gpt = _unwrap(model)
+    gpt = unwrap_model(model)
     if not isinstance(gpt, GPT):
         raise TypeError(f"save_checkpoint needs a GPT model, got {type(gpt).__name__}")
     if "model_args" in state:
@@ -189,6 +159,26 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def upgrade_trainer_state(trainer: dict | None) -> dict:
+    """A checkpoint's ``trainer`` entry in today's layout: one state per trainer component.
+
+    Before the trainer's pieces were components, the entry was flat (``frozen``, ``unfrozen_at``,
+    ``rollbacks``, ``mode_state``, ``data_state``, ``log_records``, ``wandb_id``); those files still resume.
+    """
+    st = dict(trainer or {})
+    if "freeze" in st or not st:
+        return st
+    return {
+        "freeze": {"frozen": bool(st.get("frozen", False)), "unfrozen_at": st.get("unfrozen_at")},
+        "progress": {"rollbacks": int(st.get("rollbacks", 0) or 0)},
+        "mode": st.get("mode_state") or {},
+        "data": st.get("data_state") or [],
+        "logger": {"records": st.get("log_records"), "wandb_id": st.get("wandb_id")},
+        "scaler": st.get("scaler"),
+        **{k: st[k] for k in ("data_meta", "data_dir") if k in st},
+    }
 
 
 # -----------------------------------------------------------------------------
@@ -317,6 +307,11 @@ def _is_derived_buffer(key: str) -> bool:
     return key.endswith(".attn.bias") or key.endswith(("inv_freq", "cos_cached", "sin_cached"))
 
 
+def model_state_dict(checkpoint: dict) -> dict:
+    """The checkpoint's weights with wrapper prefixes stripped and derived buffers dropped."""
+    return {k: v for k, v in clean_state_dict(checkpoint["model"]).items() if not _is_derived_buffer(k)}
+
+
 def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkpoint") -> dict:
     """Older ``model_args`` -> keyword arguments for today's :class:`GPTConfig`.
 
@@ -329,8 +324,9 @@ def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkp
     - no ``bias`` -> inferred from LayerNorm bias keys;
     - ``mode`` stored as the research codebase's enum (``model.ModelMode``) is read as ours
       (:func:`load_checkpoint` allow-lists that one class for the safe loader);
-    - ``init_from_checkpoint`` is dropped: a saved model already holds its transferred trunk;
-    - other unknown keys (``ignore_index``, ...) are dropped with a debug log.
+    - training plans older files kept in ``model_args`` (``init_from_checkpoint``, ``freeze_transformer``,
+      ``unfreeze_*``) and other unknown keys (``ignore_index``, ...) are dropped with a debug log: a
+      saved model already holds its transferred trunk, and freezing is the trainer's state.
     """
     args = dict(model_args)
     converted = {}
@@ -361,7 +357,6 @@ def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkp
     else:
         args.pop("bias", None)
         converted["bias"] = "transformer.ln_f.bias" in state_dict
-    args.pop("init_from_checkpoint", None)
     for key, value in args.items():
         if key in _CONFIG_FIELDS:
             converted[key] = value
@@ -432,8 +427,7 @@ def load_model(path, map_location="cpu", **overrides) -> GPT:
     """Builds the model a checkpoint describes and loads its weights (legacy formats converted).
 
     ``overrides`` replace config values (e.g. ``dropout=0.0``, ``attention_backend="torch"``).
-    The checkpoint's ``init_from_checkpoint`` is never read again, and nothing is frozen: the
-    returned model has every parameter trainable (the trainer re-freezes on resume if it needs).
+    Nothing is frozen: the returned model has every parameter trainable (the trainer re-freezes on resume if it needs).
     Any missing key, unexpected key or shape mismatch raises :class:`CheckpointError` listing
     them; a model is returned only when every tensor loaded.
     """
@@ -446,8 +440,7 @@ def load_model(path, map_location="cpu", **overrides) -> GPT:
 
 def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overrides) -> GPT:
     """:func:`load_model` for a checkpoint dict already in memory."""
-    state_dict = clean_state_dict(checkpoint["model"])
-    state_dict = {k: v for k, v in state_dict.items() if not _is_derived_buffer(k)}
+    state_dict = model_state_dict(checkpoint)
     model_args = checkpoint.get("model_args")
     if not isinstance(model_args, dict):
         raise CheckpointError(f"checkpoint {source} has no model_args describing the architecture")
@@ -456,7 +449,6 @@ def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overri
     if unknown:
         raise ValueError(f"unknown model overrides {', '.join(unknown)}; valid ones: {', '.join(sorted(_CONFIG_FIELDS))}")
     kwargs.update(overrides)
-    kwargs["init_from_checkpoint"] = None
     try:
         config = GPTConfig(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -474,76 +466,4 @@ def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overri
             parts.append(f"shape mismatches {'; '.join(mismatched[:8])}")
         raise CheckpointError(f"checkpoint {source} does not fit a {config.mode.value} model: " + "; ".join(parts))
     model.load_state_dict(state_dict, strict=True)
-    return model
-
-
-# -----------------------------------------------------------------------------
-# Transfer learning
-
-
-def load_trunk(model: GPT, path) -> TransferReport:
-    """Copies the trunk (``transformer.*``) of any mode's checkpoint into ``model``.
-
-    Head weights are skipped. When the model's vocabulary is larger than the checkpoint's, the
-    old embedding rows are copied and the new rows keep their initialisation. Keys on one side
-    only are reported, not fatal (e.g. ``wpe`` between RoPE and learned positions); any shape
-    mismatch, or a checkpoint vocabulary larger than the model's, raises
-    :class:`CheckpointError` before anything is copied.
-    """
-    model = _unwrap(model)
-    checkpoint = load_checkpoint(path)
-    source = str(path)
-    state_dict = {k: v for k, v in clean_state_dict(checkpoint["model"]).items() if not _is_derived_buffer(k)}
-    report = TransferReport(source=source)
-    report.skipped_heads = sorted(k for k in state_dict if k.startswith(HEAD_PREFIXES))
-    trunk = {k: v for k, v in state_dict.items() if k.startswith(TRUNK_PREFIX)}
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(TRUNK_PREFIX)}
-    report.missing = sorted(k for k in own if k not in trunk)
-    report.unexpected = sorted(k for k in trunk if k not in own)
-    problems = []
-    wte_key = "transformer.wte.weight"
-    for key in sorted(own.keys() & trunk.keys()):
-        ours, theirs = own[key], trunk[key]
-        if tuple(ours.shape) == tuple(theirs.shape):
-            continue
-        if key == wte_key and theirs.dim() == 2 and theirs.shape[1] == ours.shape[1] and theirs.shape[0] < ours.shape[0]:
-            report.embedding_extended = (int(theirs.shape[0]), int(ours.shape[0]))
-            continue
-        if key == wte_key and theirs.dim() == 2 and theirs.shape[0] > ours.shape[0]:
-            problems.append(
-                f"its vocabulary ({theirs.shape[0]}) is larger than the model's ({ours.shape[0]})"
-            )
-            continue
-        problems.append(f"{key} {tuple(theirs.shape)} vs model {tuple(ours.shape)}")
-    if problems:
-        raise CheckpointError(f"cannot transfer the trunk of {source}: " + "; ".join(problems))
-    if not (own.keys() & trunk.keys()):
-        raise CheckpointError(f"cannot transfer the trunk of {source}: it has no transformer.* weights in common with the model")
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    with torch.no_grad():
-        for key in sorted(own.keys() & trunk.keys()):
-            target = params.get(key, buffers.get(key))
-            value = trunk[key].to(device=target.device, dtype=target.dtype)
-            if key == wte_key and report.embedding_extended:
-                target[: value.shape[0]].copy_(value)
-            else:
-                target.copy_(value)
-            report.loaded.append(key)
-    logger.info(report.summary())
-    return report
-
-
-def build_model(config: GPTConfig) -> GPT:
-    """A new model for training: ``GPT(config)``, then the trunk of ``config.init_from_checkpoint``
-    (when set), then the freeze asked by ``config.freeze_transformer``.
-
-    The transfer report is kept on the model as ``model.transfer_report`` (None without transfer).
-    """
-    model = GPT(config)
-    model.transfer_report = None
-    if config.init_from_checkpoint:
-        model.transfer_report = load_trunk(model, config.init_from_checkpoint)
-    if config.freeze_transformer:
-        model.freeze_transformer_weights()
     return model

@@ -22,36 +22,22 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
-import math
-import re
 import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from mmengine.errors import ConfigError, UserError
+from mmengine.errors import cli_entry as _cli_entry
+from mmengine.modes import REGISTRY, get_spec, mode_tables
+from mmengine.schema import check_value, option, parse_cli_value, parse_items, tomllib, toml_value
 
+__all__ = ["Config", "ConfigError", "UserError", "TABLES", "TRAINING_TYPES", "load_config", "validate", "to_dict",
+           "from_dict", "to_toml", "help_text", "ignored_settings", "parse_items", "cli_entry"]
 
-class ConfigError(ValueError):
-    """A configuration mistake the user can fix; the message is one sentence."""
-
-
-def _f(default: Any, help: str, *, choices: tuple | None = None) -> Any:
-    """A dataclass field with a help string (and optional allowed values)."""
-    meta = {"help": help}
-    if choices is not None:
-        meta["choices"] = choices
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-TRAINING_TYPES = ("unmasking", "token_classification", "remasking_binary", "sequence_scoring")
+_f = option  # the core tables below declare their fields with it
+TRAINING_TYPES = tuple(REGISTRY)
 
 
 @dataclass
@@ -92,8 +78,8 @@ class ModelConfig:
     n_embd: int = _f(128, "Width of the residual stream.")
     dropout: float = _f(0.0, "Dropout probability (embeddings, attention, MLP).")
     bias: bool = _f(False, "Biases in Linear and LayerNorm layers.")
-    attention_type: str = _f("bidirectional", "'bidirectional' (masked diffusion, classifiers) or 'causal'.",
-                             choices=("bidirectional", "causal"))
+    attention_type: str = _f("auto", "'auto' (what train.training_type needs: causal for autoregressive, bidirectional otherwise), "
+                                     "'bidirectional' or 'causal'.", choices=("auto", "bidirectional", "causal"))
     use_rope: bool = _f(True, "Rotary position embeddings (False: learned absolute positions).")
     attention_backend: str = _f("auto", "'auto' (Triton kernels on CUDA when available), 'torch' or 'triton'.",
                                 choices=("auto", "torch", "triton"))
@@ -105,7 +91,7 @@ class ModelConfig:
 class TrainConfig:
     """[train] what is learned and for how long."""
 
-    training_type: str = _f("unmasking", "'unmasking' (masked-diffusion LM), 'token_classification', 'remasking_binary' (= 2 classes) or 'sequence_scoring'.",
+    training_type: str = _f("unmasking", "What is learned: " + "; ".join(f"'{n}' ({s.description})" for n, s in REGISTRY.items()) + ".",
                             choices=TRAINING_TYPES)
     max_iters: int = _f(1000, "Optimizer steps in total.")
     eval_interval: int = _f(250, "Evaluate (and save checkpoints) every this many steps, and at the end.")
@@ -140,40 +126,6 @@ class TransferConfig:
 
 
 @dataclass
-class UnmaskingConfig:
-    """[unmasking] the masked-diffusion language model."""
-
-    objective: str = _f("stages", "'stages' (masking-stage curriculum) or 'continuous_time' (MDLM/LLaDA: t ~ U(eps,1), loss weighted 1/t).",
-                        choices=("stages", "continuous_time"))
-    stages: list = _f([{"type": "random", "max_masked_ratio": 1.0}],
-                      "Masking stages, trained in order; each an inline table like {type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}.")
-    val_loss_stale_count: int = _f(3, "Advance to the next stage after this many evaluations without a better validation loss.")
-    bert_replacement: bool = _f(False, "BERT-style 80/10/10: of the selected positions 10% get a random token and 10% stay unchanged.")
-    eps: float = _f(1e-3, "Smallest masking time t of the continuous-time objective.")
-
-
-@dataclass
-class TokenClassificationConfig:
-    """[token_classification] one class per token."""
-
-    num_token_classes: int = _f(0, "Classes per token; 0 = derived (labels: from the data dir; corruption: 1 + number of kinds; remasking_binary: 2).")
-    label_source: str = _f("corruption", "'corruption' (labels made on the fly: 0 = original, k = k-th corruption kind) or 'labels' (the data dir's label files).",
-                           choices=("corruption", "labels"))
-    corruption: list = _f([], "Corruption kinds, each an inline table {type=\"random\"|\"lm\"|\"swap\"|\"repeat\", rate=..., rate_start=..., ramp_iters=...}; "
-                              "empty = the first num_token_classes - 1 of random (rate 0.15), swap (0.05), repeat (0.05).")
-    lm_checkpoint: str = _f("", "Language-model checkpoint that samples the replacements of an 'lm' corruption kind.")
-
-
-@dataclass
-class SequenceScoringConfig:
-    """[sequence_scoring] one score in [0, 1] per sequence, read at the [CLS] position."""
-
-    score_source: str = _f("synthetic", "'documents' (a data dir prepared from {text, score} JSONL) or 'synthetic' (score = fraction of corrupted tokens, any corpus).",
-                           choices=("synthetic", "documents"))
-    max_corruption_rate: float = _f(0.5, "Synthetic scores: each window is corrupted at a rate drawn uniformly from [0, this].")
-
-
-@dataclass
 class LogConfig:
     """[log] what the run writes and shows besides metrics.jsonl and the checkpoints."""
 
@@ -190,23 +142,22 @@ class LogConfig:
     save_best: bool = _f(True, "Keep out_dir/best.pt, the checkpoint with the lowest validation loss.")
 
 
-@dataclass
-class Config:
-    """The whole run; one attribute per TOML table."""
-
-    run: RunConfig = field(default_factory=RunConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    unmasking: UnmaskingConfig = field(default_factory=UnmaskingConfig)
-    token_classification: TokenClassificationConfig = field(default_factory=TokenClassificationConfig)
-    sequence_scoring: SequenceScoringConfig = field(default_factory=SequenceScoringConfig)
-    log: LogConfig = field(default_factory=LogConfig)
+def _tables() -> dict[str, type]:
+    """Every TOML table in file order: the core ones, each registered mode's, then [log]."""
+    tables: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                               "optim": OptimConfig, "transfer": TransferConfig}
+    tables.update(mode_tables())
+    tables["log"] = LogConfig
+    return tables
 
 
-TABLES: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+TABLES: dict[str, type] = _tables()
+
+#: The whole run; one attribute per TOML table (``cfg.run``, ``cfg.unmasking``, ...).
+Config = dataclasses.make_dataclass("Config", [(name, cls, field(default_factory=cls)) for name, cls in TABLES.items()])
+Config.__module__ = __name__
+Config.__doc__ = "The whole run; one attribute per TOML table."
+
 
 # Flat names of train_run.py / nanoGPT that do not equal a field name.
 LEGACY_ALIASES: dict[str, str] = {
@@ -239,69 +190,6 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}.get(tp, str(tp))
-
-
-def _check_value(key: str, tp: Any, value: Any) -> Any:
-    """Return ``value`` converted to the field's type, or raise ConfigError naming the key."""
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, float):
-        if math.isnan(value):
-            raise ConfigError(f"{key} must be a number, got nan.")
-        return value
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp is bool and isinstance(value, bool):
-        return value
-    if tp is str and isinstance(value, str):
-        return value
-    if tp is list and isinstance(value, list):
-        for item in value:
-            if not isinstance(item, dict):
-                raise ConfigError(f"{key} must be a list of inline tables like [{{type=\"random\", ...}}], got an item {item!r}.")
-        return value
-    raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
-
-
-# A bare word in value position of an inline table or array: `{type=random, ...}` (the shell ate the quotes).
-_BARE_VALUE = re.compile(r"([=\[,]\s*)([A-Za-z_][\w.\-]*)(?=\s*[,}\]])")
-
-
-def _toml_value_of(raw: str) -> Any:
-    return tomllib.loads(f"v = {raw}")["v"]
-
-
-def parse_cli_value(raw: str, tp: Any) -> Any:
-    """Parse one command-line value as a TOML value.
-
-    ``True``/``False`` (Python spelling) are booleans too, and a bare word for a string field is taken
-    as the string itself, so ``--run.out_dir=out/lm`` needs no quotes. Likewise the bare words of an
-    unquoted list of tables, since a shell removes the quotes of
-    ``--unmasking.stages=[{type="random", max_masked_ratio=0.5}]`` before we see it.
-    """
-    if raw in ("True", "False"):
-        return raw == "True"
-    try:
-        return _toml_value_of(raw)
-    except tomllib.TOMLDecodeError:
-        pass
-    if tp is str:
-        return raw
-    if raw.lstrip()[:1] in ("[", "{"):
-        quoted = _BARE_VALUE.sub(lambda m: m.group(0) if m.group(2) in ("true", "false", "inf", "nan")
-                                 else f'{m.group(1)}"{m.group(2)}"', raw)
-        try:
-            return _toml_value_of(quoted)
-        except tomllib.TOMLDecodeError:
-            pass
-    if tp is list:
-        raise ConfigError(f"could not parse {raw!r} as a TOML list (write e.g. --unmasking.stages='[{{type=\"random\", max_masked_ratio=0.5}}]', "
-                          "quoted for the shell).")
-    return raw  # _check_value then names the expected type
-
-
 def _resolve_key(key: str) -> str:
     """'table.field' or a flat legacy name -> 'table.field'; ConfigError with a suggestion otherwise."""
     if "." in key:
@@ -324,12 +212,16 @@ def _resolve_key(key: str) -> str:
     raise ConfigError(f"unknown option '--{key}'{_did_you_mean(key, list(index) + _all_keys())}.")
 
 
+def _field(table: str, name: str) -> dataclasses.Field:
+    return {f.name: f for f in dataclasses.fields(TABLES[table])}[name]
+
+
 def _set(cfg: Config, dotted: str, value: Any, source: str) -> None:
     table, _, name = dotted.partition(".")
     obj = getattr(cfg, table)
     tp = _field_types(type(obj))[name]
     try:
-        setattr(obj, name, _check_value(dotted, tp, value))
+        setattr(obj, name, check_value(dotted, tp, value, _field(table, name).metadata.get("items", "tables")))
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -435,10 +327,11 @@ def apply_overrides(cfg: Config, overrides: list[tuple[str, str | None]]) -> Non
 
 
 def load_config(argv: list[str] | None = None, *, check_paths: bool = True) -> Config:
-    """Defaults, then the TOML file (if any), then the command-line overrides; validated.
+    """Defaults, then the TOML file (if any), then the command-line overrides; validated and resolved.
 
-    Derived values are filled in (a token-classification run's default corruption kinds), so the
-    resolved config that is printed and saved with the checkpoints says what the run does.
+    Derived values are filled in by the training type's spec (e.g. ``model.attention_type='auto'``,
+    a token-classification run's default corruption kinds), so the resolved config that is printed
+    and saved with the checkpoints says what the run does.
     """
     path, overrides = parse_args(argv)
     cfg = Config()
@@ -446,59 +339,35 @@ def load_config(argv: list[str] | None = None, *, check_paths: bool = True) -> C
         apply_dict(cfg, load_toml(path), str(path))
     apply_overrides(cfg, overrides)
     validate(cfg, check_paths=check_paths)
-    tc = cfg.token_classification
-    if cfg.train.training_type in MODE_TABLES["token_classification"] and tc.label_source == "corruption":
-        tc.corruption = corruption_kinds(cfg)
+    get_spec(cfg.train.training_type).resolve_config(cfg)
     return cfg
 
 
-# Class k of a corruption run is the k-th kind; an empty list takes the first num_token_classes - 1 of
-# these, so `--training_type=token_classification --num_token_classes=3` (a train_run.py command line) runs.
-DEFAULT_CORRUPTION = ({"type": "random", "rate": 0.15}, {"type": "swap", "rate": 0.05}, {"type": "repeat", "rate": 0.05})
+def _unused_tables(cfg: Config) -> dict[str, type]:
+    """Mode tables this run's training type does not read: ``table -> spec class`` of their owner."""
+    own = get_spec(cfg.train.training_type).table
+    out: dict[str, type] = {}
+    for spec in REGISTRY.values():
+        if spec.table and spec.table != own:
+            out.setdefault(spec.table, spec)
+    return out
 
 
-def corruption_kinds(cfg: Config) -> list[dict]:
-    """The corruption kinds of a token-classification run: as listed, or the defaults for its class count."""
-    tc = cfg.token_classification
-    if tc.corruption:
-        return tc.corruption
-    n = 2 if cfg.train.training_type == "remasking_binary" else (tc.num_token_classes or 2)
-    if n - 1 > len(DEFAULT_CORRUPTION):
-        raise ConfigError(f"{n} token classes need {n - 1} corruption kinds but only {len(DEFAULT_CORRUPTION)} have defaults; "
-                          "list them in token_classification.corruption.")
-    return [dict(k) for k in DEFAULT_CORRUPTION[:n - 1]]
-
-
-def num_token_classes(cfg: Config) -> int | None:
-    """The classifier's class count when it follows from the config alone (None: read it from the data)."""
-    tc = cfg.token_classification
-    if cfg.train.training_type == "remasking_binary":
-        return 2
-    if tc.num_token_classes:
-        return tc.num_token_classes
-    if tc.label_source == "corruption":
-        return 1 + len(corruption_kinds(cfg))
-    return None
-
-
-# Which training types read each mode table (the others ignore it).
-MODE_TABLES = {"unmasking": ("unmasking",), "token_classification": ("token_classification", "remasking_binary"),
-               "sequence_scoring": ("sequence_scoring",)}
+def _changed(cfg: Config, table: str) -> list[str]:
+    default, obj = TABLES[table](), getattr(cfg, table)
+    return [f.name for f in dataclasses.fields(obj) if getattr(obj, f.name) != getattr(default, f.name)]
 
 
 def ignored_settings(cfg: Config) -> list[str]:
     """'table.key' of every mode setting changed from its default that this run's training type does not read."""
-    out = []
-    for table, users in MODE_TABLES.items():
-        if cfg.train.training_type in users:
-            continue
-        default, obj = TABLES[table](), getattr(cfg, table)
-        out += [f"{table}.{f.name}" for f in dataclasses.fields(obj) if getattr(obj, f.name) != getattr(default, f.name)]
-    return out
+    return [f"{table}.{name}" for table in _unused_tables(cfg) for name in _changed(cfg, table)]
 
 
 def validate(cfg: Config, *, check_paths: bool = True) -> None:
-    """Reject values and combinations that cannot work, with one sentence each."""
+    """Reject values and combinations that cannot work, with one sentence each.
+
+    General checks here; everything about one training type is its spec's ``check_config``.
+    """
     for table, cls in TABLES.items():
         obj = getattr(cfg, table)
         for f in dataclasses.fields(cls):
@@ -512,8 +381,7 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
     positive = {"data.block_size": d.block_size, "data.batch_size": d.batch_size, "model.n_layer": m.n_layer,
                 "model.n_head": m.n_head, "model.n_embd": m.n_embd, "train.max_iters": t.max_iters,
                 "train.eval_interval": t.eval_interval, "train.eval_iters": t.eval_iters,
-                "train.log_interval": t.log_interval, "train.gradient_accumulation_steps": t.gradient_accumulation_steps,
-                "unmasking.val_loss_stale_count": cfg.unmasking.val_loss_stale_count}
+                "train.log_interval": t.log_interval, "train.gradient_accumulation_steps": t.gradient_accumulation_steps}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}.")
@@ -541,70 +409,20 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
         raise ConfigError(f"transfer.unfreeze_at_iteration must be -1 (never) or a step, got {tr.unfreeze_at_iteration}.")
     if tr.unfreeze_lr_multiplier <= 0:
         raise ConfigError(f"transfer.unfreeze_lr_multiplier must be positive, got {tr.unfreeze_lr_multiplier}.")
-    tt = t.training_type
-    tc = cfg.token_classification
-    if tc.num_token_classes and tt not in ("token_classification", "remasking_binary"):
-        raise ConfigError(f"token_classification.num_token_classes is set but train.training_type is '{tt}'; it applies only to token classification.")
-    if tt == "remasking_binary" and tc.num_token_classes not in (0, 2):
-        raise ConfigError(f"train.training_type='remasking_binary' means 2 classes, but num_token_classes is {tc.num_token_classes}.")
-    if tc.num_token_classes == 1 or tc.num_token_classes < 0:
-        raise ConfigError(f"token_classification.num_token_classes must be at least 2, got {tc.num_token_classes}.")
-    if tt in ("token_classification", "remasking_binary") and tc.label_source == "corruption":
-        kinds = corruption_kinds(cfg)
-        _check_corruption(kinds)
-        n = num_token_classes(cfg)
-        if n is not None and n != 1 + len(kinds):
-            raise ConfigError(f"{n} token classes do not match {len(kinds)} corruption kind(s): class 0 is 'original' and each kind adds one class, so use {1 + len(kinds)}.")
-        if any(k.get("type") == "lm" for k in kinds) and not tc.lm_checkpoint:
-            raise ConfigError("an 'lm' corruption kind needs token_classification.lm_checkpoint (the LM that samples replacements).")
-    if tt == "unmasking":
-        if cfg.unmasking.objective == "stages" and not cfg.unmasking.stages:
-            raise ConfigError("unmasking.stages must list at least one masking stage.")
-        if not 0 < cfg.unmasking.eps < 1:
-            raise ConfigError(f"unmasking.eps must be in (0, 1), got {cfg.unmasking.eps}.")
-        _check_stages(cfg.unmasking.stages)
-    if tt == "sequence_scoring" and not 0 < cfg.sequence_scoring.max_corruption_rate <= 1:
-        raise ConfigError("sequence_scoring.max_corruption_rate must be in (0, 1].")
-    if tt in ("token_classification", "remasking_binary", "sequence_scoring") and m.attention_type == "causal":
-        raise ConfigError(f"train.training_type='{tt}' needs model.attention_type='bidirectional' (a classifier reads the whole window).")
+    for table, owner in _unused_tables(cfg).items():
+        for name in _changed(cfg, table):
+            if name in getattr(owner, "must_stay_default", ()):
+                raise ConfigError(f"{table}.{name} is set but train.training_type is '{t.training_type}'; "
+                                  f"it applies only to {owner.description}.")
+    get_spec(t.training_type).check_config(cfg, check_paths=check_paths)
     if check_paths:
         if d.dir and not Path(d.dir).is_dir():
             raise ConfigError(f"data.dir '{d.dir}' does not exist (prepare one with `python -m mmengine.prepare INPUT --out DIR`).")
         # on resume the trunk is in ckpt.pt already, so the transfer source may be gone
-        for key, value in (("transfer.init_from_checkpoint", tr.init_from_checkpoint if r.init_from != "resume" else ""),
-                           ("token_classification.lm_checkpoint", tc.lm_checkpoint if tt != "unmasking" else "")):
-            if value and not Path(value).is_file():
-                raise ConfigError(f"{key} '{value}' does not exist.")
+        if tr.init_from_checkpoint and r.init_from != "resume" and not Path(tr.init_from_checkpoint).is_file():
+            raise ConfigError(f"transfer.init_from_checkpoint '{tr.init_from_checkpoint}' does not exist.")
         if r.init_from == "resume" and not (Path(r.out_dir) / "ckpt.pt").is_file():
             raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
-
-
-def parse_items(key: str, items: list, from_dict) -> list:
-    """``[from_dict(item) ...]`` for a list of inline tables; a bad item -> ConfigError naming ``key[i]``."""
-    out = []
-    for i, item in enumerate(items):
-        try:
-            out.append(from_dict(dict(item)))
-        except (ValueError, TypeError, KeyError) as e:
-            raise ConfigError(f"{key}[{i}]: {str(e).rstrip('.')}.") from None
-    return out
-
-
-def _check_stages(stages: list) -> None:
-    from mmengine.data.masking import MaskingStage
-
-    parse_items("unmasking.stages", stages, MaskingStage.from_dict)
-
-
-def _check_corruption(kinds: list) -> None:
-    from mmengine.data.corruption import CorruptionKind
-
-    parsed = parse_items("token_classification.corruption", kinds, CorruptionKind.from_dict)
-    # ramps are linear, so the summed rate is largest at iteration 0 or where a ramp ends
-    for it in sorted({0, *(k.ramp_iters for k in parsed)}):
-        total = sum(k.rate_at(it) for k in parsed)
-        if total > 1.0 + 1e-9:
-            raise ConfigError(f"the token_classification.corruption rates sum to {total:.3g} at iteration {it}; they must sum to at most 1.")
 
 
 # --- printing ------------------------------------------------------------------------------------
@@ -621,20 +439,6 @@ def from_dict(data: dict) -> Config:
     return cfg
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(f"cannot write {v!r} as TOML")
-
-
 def to_toml(cfg: Config, *, comments: bool = False) -> str:
     """The resolved config as a TOML document (``comments=True`` adds each field's help)."""
     lines: list[str] = []
@@ -644,9 +448,19 @@ def to_toml(cfg: Config, *, comments: bool = False) -> str:
         for f in dataclasses.fields(cls):
             if comments:
                 lines.append(f"# {f.metadata['help']}")
-            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+            lines.append(f"{f.name} = {toml_value(getattr(obj, f.name))}")
         lines.append("")
     return "\n".join(lines)
+
+
+def table_help(table: str, cls: type) -> list[str]:
+    """``--table.key=default`` and its help line for every field of one table."""
+    out = [f"[{table}]  {cls.__doc__.split(']', 1)[1].strip() if cls.__doc__ else ''}"]
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out.append(f"  --{table}.{f.name}={toml_value(default)}")
+        out.append(f"      {f.metadata['help']}")
+    return out
 
 
 def help_text(prog: str = "python -m mmengine.train") -> str:
@@ -657,36 +471,13 @@ def help_text(prog: str = "python -m mmengine.train") -> str:
            "Flat flags (--max_iters=100) work when the name belongs to one table.",
            ""]
     for table, cls in TABLES.items():
-        out.append(f"[{table}]  {cls.__doc__.split(']', 1)[1].strip() if cls.__doc__ else ''}")
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            out.append(f"  --{table}.{f.name}={_toml_value(default)}")
-            out.append(f"      {f.metadata['help']}")
-        out.append("")
+        out += table_help(table, cls) + [""]
     return "\n".join(out)
 
 
 def cli_entry(main_fn, argv: list[str] | None, prog: str) -> int:
-    """Run ``main_fn(argv)``; turn user mistakes into one line on stderr and exit code 2."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in args or "--help" in args:
-        print(help_text(prog))
-        return 0
-    try:
-        return main_fn(args) or 0
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-class UserError(ValueError):
-    """Any other user mistake found while starting a run (bad data dir, bad checkpoint)."""
+    """:func:`mmengine.errors.cli_entry` with this schema's ``--help``."""
+    return _cli_entry(main_fn, argv, prog, help_text=lambda: help_text(prog))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ def pick_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        from mmengine.config import UserError
+        from mmengine.errors import UserError
 
         raise UserError(f"run.device='{requested}' but no CUDA device is available (use 'cpu' or 'auto').")
     return requested

@@ -10,23 +10,29 @@ import json
 import logging
 import sys
 
-from mmengine.config import Config, ConfigError, UserError, apply_dict, apply_overrides, cli_entry, parse_args, validate
+from mmengine.config import Config, ConfigError, apply_dict, apply_overrides, cli_entry, parse_args, validate
+from mmengine.modes import get_spec
 
 logger = logging.getLogger(__name__)
 
 
 def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: str | None = None) -> dict:
     """Metrics of the checkpoint at ``path`` on its validation set (``device``: default ``run.device``, e.g. 'auto')."""
-    from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
+    from mmengine.checkpoint import load_checkpoint, model_from_checkpoint, upgrade_trainer_state
+    from mmengine.data.stream import open_data, to_device
     from mmengine.distributed import pick_device
     from mmengine.modes import build_mode
-    from mmengine.train import open_data, to_device
 
     ckpt = load_checkpoint(path)
     cfg = Config()
     saved = ckpt.get("config") or {}
     if saved:
-        apply_dict(cfg, saved, f"config stored in {path}")
+        try:
+            apply_dict(cfg, saved, f"config stored in {path}")
+        except ConfigError as e:
+            # e.g. a nanoGPT checkpoint's flat config: its own settings, not ours
+            logger.warning("%s; it is ignored (defaults and the command line decide)", str(e).rstrip("."))
+            cfg = Config()
     cfg.run.init_from = "scratch"
     cfg.transfer = type(cfg.transfer)()  # the weights are in the checkpoint; transfer is history
     path_arg, pairs = parse_args(overrides or [])
@@ -34,28 +40,23 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
         raise ConfigError(f"unexpected argument '{path_arg}'; the config comes from the checkpoint, change it with --table.key=value.")
     apply_overrides(cfg, pairs)
     validate(cfg)
+    get_spec(cfg.train.training_type).resolve_config(cfg)
     device = device or pick_device(cfg.run.device)
     model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     data = open_data(cfg)
     mode = build_mode(cfg, data)
     mode.check_model(model, str(path))
-    mode.load_state_dict((ckpt.get("trainer") or {}).get("mode_state") or {})
+    mode.load_state_dict(upgrade_trainer_state(ckpt.get("trainer")).get("mode") or {})
     metrics = mode.evaluate(model, [(g, to_device(b, device)) for g, b in mode.val_batches()])
     metrics["iter"] = int(ckpt.get("iter_num", 0))
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmengine.checkpoint import CheckpointError
-
     def run(args):
         if not args or args[0].startswith("--"):
             raise ConfigError("give the checkpoint to evaluate: python -m mmengine.evaluate CKPT [--table.key=value ...].")
-        try:
-            metrics = evaluate_checkpoint(args[0], args[1:])
-        except CheckpointError as e:
-            raise UserError(str(e)) from None
-        print(json.dumps(metrics, indent=1))
+        print(json.dumps(evaluate_checkpoint(args[0], args[1:]), indent=1))
         return 0
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -48,6 +48,7 @@ __all__ = [
     "key_padding_mask",
     "eager_attention",
     "sdpa_attention",
+    "token_nll",
     "ATTENTION_BACKENDS",
     "LOSS_BACKENDS",
 ]
@@ -166,6 +167,22 @@ def _triton_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, balanced:
     return losses.safe_divide(total.float(), denominator)
 
 
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, *, backend: str = "auto",
+              ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Per-position ``-log softmax(logits)[target]`` as float32 of ``targets``' shape, 0 where ignored.
+
+    On the loss backend: the fused kernel (``reduction="none"``) for CUDA tensors when it is wanted,
+    ``F.cross_entropy`` otherwise. For losses that weight positions themselves (the continuous-time ELBO).
+    """
+    C = logits.size(-1)
+    flat_logits, flat_targets = logits.reshape(-1, C), targets.reshape(-1)  # (N, C), (N,)
+    if _triton_wanted(backend, logits, "class_weighted_cross_entropy"):
+        nll = _kernel("class_weighted_cross_entropy")(flat_logits, flat_targets, ignore_index=ignore_index, reduction="none")
+    else:
+        nll = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=ignore_index, reduction="none")
+    return nll.float().view(targets.shape)
+
+
 def _attention_kernel_supports(head_dim: int) -> bool:
     """Whether mmengine.kernels' attention handles this head size (checked only for 'auto')."""
     module = sys.modules.get("mmengine.kernels.rope_attention")
@@ -267,7 +284,11 @@ class Block(nn.Module):
 
 @dataclass
 class GPTConfig:
-    """Architecture and mode of a :class:`GPT`. Everything here is a plain value."""
+    """Architecture and head of a :class:`GPT`. Everything here is a plain value.
+
+    Training plans (transfer, freezing) are not model properties: they live in the run config's
+    ``[transfer]`` table and the trainer's state (:mod:`mmengine.transfer`).
+    """
 
     block_size: int = 1024  # longest sequence (learned position table size when use_rope=False)
     vocab_size: int = 50304  # embedding rows, special tokens included
@@ -281,10 +302,6 @@ class GPTConfig:
     mode: ModelMode = ModelMode.LANGUAGE_MODEL
     num_token_classes: int = 2  # TOKEN_CLASSIFIER: classes per token
     cls_token_id: int | None = None  # SEQUENCE_SCORER: id of the [CLS] token at position 0
-    freeze_transformer: bool = False  # freeze the trunk (applied by checkpoint.build_model)
-    init_from_checkpoint: str | None = None  # trunk to transfer at build time (never re-read on load)
-    unfreeze_at_iteration: int | None = None  # the trainer unfreezes the trunk at this iteration
-    unfreeze_lr_multiplier: float = 0.1  # trunk learning-rate factor after unfreezing
     attention_backend: str = "auto"  # "auto" | "torch" | "triton" | "eager"
     loss_backend: str = "auto"  # "auto" | "torch" | "triton"
 
@@ -321,10 +338,6 @@ class GPTConfig:
                     f"cls_token_id must be an id inside the embedding table [0, {self.vocab_size}), got {cls_id!r}"
                 )
             self.cls_token_id = int(cls_id)  # a plain int for checkpoints' model_args
-        if self.unfreeze_lr_multiplier <= 0:
-            raise ValueError(f"unfreeze_lr_multiplier must be positive, got {self.unfreeze_lr_multiplier!r}")
-        if self.init_from_checkpoint == "":
-            self.init_from_checkpoint = None
         if self.mode is not ModelMode.LANGUAGE_MODEL and self.attention_type != "bidirectional":
             warnings.warn(
                 f"{self.mode.value} needs bidirectional attention; attention_type "
@@ -351,9 +364,9 @@ class GPTConfig:
 class GPT(nn.Module):
     """Embedding -> pre-norm blocks -> final norm -> the head of ``config.mode``.
 
-    The constructor only builds and initialises; transfer (``init_from_checkpoint``) and the
-    initial freeze are applied by :func:`mmengine.checkpoint.build_model`, so that rebuilding a
-    saved model never touches the transfer source again.
+    The constructor only builds and initialises; transfer and the initial freeze are applied by
+    :func:`mmengine.transfer.build_model`, so that rebuilding a saved model never touches the
+    transfer source again.
     """
 
     def __init__(self, config: GPTConfig):

@@ -51,6 +51,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .errors import UserError
 from .data.dataset import META_FILENAME, META_PKL_FILENAME, SPLITS, DataMeta, _make_world_readable
 from .data.tokenizer import BPE_FILENAME, BPETokenizer, CharTokenizer, TokenizerError, separator_ids
 
@@ -65,7 +66,7 @@ _CHUNK_CHARS = 1 << 20
 _DOC_BATCH = 4096
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError):
     """Input that cannot be prepared; the message names the file (and line) at fault."""
 
 

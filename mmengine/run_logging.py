@@ -1,7 +1,8 @@
 """What a run writes besides checkpoints: metrics.jsonl, console lines, progress bar, plots,
 TensorBoard and wandb (offline). Only rank 0 creates a :class:`RunLogger` with ``enabled=True``.
 
-Also :func:`measure_matmul_flops`, the machine's measured matmul rate that MFU is reported against.
+Also :class:`MFUMeter`: MFU against a GPU's datasheet peak, or the measured matmul rate of this
+machine (:func:`measure_matmul_flops`), never above 100%.
 """
 from __future__ import annotations
 
@@ -47,6 +48,72 @@ def measure_matmul_flops(device: str = "cpu", dtype=None, n: int = 1024, seconds
     return best
 
 
+# Dense (no sparsity) datasheet peaks in FLOP/s of NVIDIA GPUs, by a substring of
+# torch.cuda.get_device_name() and the dtype the matmuls run in. float32 is the plain (non-TF32)
+# rate, since PyTorch leaves TF32 matmuls off by default. Longer names first (H100 PCIe before H100).
+GPU_PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H200": {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12},
+    "H100 PCIe": {"bfloat16": 756e12, "float16": 756e12, "float32": 51e12},
+    "H100": {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12},
+    "A100": {"bfloat16": 312e12, "float16": 312e12, "float32": 19.5e12},
+    "L40S": {"bfloat16": 362e12, "float16": 362e12, "float32": 91.6e12},
+    "L4": {"bfloat16": 121e12, "float16": 121e12, "float32": 30.3e12},
+    "A10G": {"bfloat16": 70e12, "float16": 70e12, "float32": 31.2e12},
+    "RTX 4090": {"bfloat16": 165e12, "float16": 165e12, "float32": 82.6e12},
+    "RTX 3090": {"bfloat16": 71e12, "float16": 71e12, "float32": 35.6e12},
+    "V100": {"float16": 125e12, "float32": 15.7e12},
+    "T4": {"float16": 65e12, "float32": 8.1e12},
+}
+
+
+def datasheet_peak(device_name: str, dtype_name: str) -> float | None:
+    """The table's peak for a GPU name and dtype, or None when the GPU or dtype is not listed."""
+    for key, peaks in GPU_PEAK_FLOPS.items():
+        if key in device_name:
+            return peaks.get(dtype_name)
+    return None
+
+
+class MFUMeter:
+    """Model FLOPs utilisation that never exceeds 100%.
+
+    The peak is the GPU's datasheet figure for the run's dtype when the GPU is known, else the
+    matmul rate measured on this machine. A measured peak is only a lower bound of what the
+    machine can do (a busy neighbour slows the measurement, e.g. a short burst at start-up): when a
+    step achieves more, the peak is raised to what was achieved, so MFU stays at most 100% and is
+    reported against the best rate seen.
+    """
+
+    def __init__(self, device: str, dtype_name: str):
+        import torch
+
+        name = torch.cuda.get_device_name(device) if device.startswith("cuda") else ""
+        sheet = datasheet_peak(name, dtype_name) if name else None
+        self.measured = sheet is None
+        self.peak = sheet if sheet is not None else _measured_peak(device, dtype_name)
+        self.source = f"{name} datasheet, {dtype_name}" if sheet is not None else f"measured matmul rate, {dtype_name}"
+
+    def __call__(self, achieved_flops_per_s: float) -> float:
+        if achieved_flops_per_s > self.peak:
+            if not self.measured:  # a datasheet figure cannot be beaten: the FLOP count is wrong
+                logger.debug("achieved %.3g FLOP/s above the datasheet peak %.3g", achieved_flops_per_s, self.peak)
+            self.peak = achieved_flops_per_s
+        return achieved_flops_per_s / self.peak
+
+
+_PEAK_CACHE: dict[tuple[str, str], float] = {}
+
+
+def _measured_peak(device: str, dtype_name: str) -> float:
+    """:func:`measure_matmul_flops` once per process and (device, dtype)."""
+    import torch
+
+    key = (device, dtype_name)
+    if key not in _PEAK_CACHE:
+        _PEAK_CACHE[key] = measure_matmul_flops(device, getattr(torch, dtype_name))
+    return _PEAK_CACHE[key]
+
+
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
@@ -84,32 +151,59 @@ def setup_console_logging(level=logging.INFO) -> None:
 class RunLogger:
     """metrics.jsonl + console + optional progress bar, PNG plots, TensorBoard, wandb.
 
-    ``resume=True`` continues the logs of the run that wrote the checkpoint of iteration ``initial``:
-    only the first ``keep_records`` records (as many as there were when it was saved; default: those
-    up to ``initial``) are kept, so what a run wrote after its last checkpoint before dying is not
-    repeated; TensorBoard purges its later events the same way, and wandb continues the run
-    ``wandb_id`` (stored in the checkpoint; :attr:`wandb_id` is the one to store).
+    A trainer component: :meth:`state_dict` is what a checkpoint keeps (how many records there were
+    when it was saved, and the wandb run id); after :meth:`load_state_dict`, :meth:`open` continues
+    the logs of the run that wrote the checkpoint: only its first ``records`` records are kept, so
+    what a run wrote after its last checkpoint before dying is not repeated; TensorBoard purges its
+    later events the same way, and wandb continues the same run. A torn last line of metrics.jsonl
+    (a kill or a full disk in mid-write) is dropped with a warning instead of blocking the resume.
     """
 
-    def __init__(self, out_dir: str | Path, log_cfg, *, enabled: bool = True, total: int = 0, initial: int = 0,
-                 config_dict: dict | None = None, resume: bool = False, keep_records: int | None = None,
-                 wandb_id: str | None = None):
+    def __init__(self, out_dir: str | Path, log_cfg, *, enabled: bool = True):
         self.enabled = enabled
         self.out_dir = Path(out_dir)
         self.cfg = log_cfg
         self.records: list[dict] = []
-        self.wandb_id = wandb_id
+        self.wandb_id: str | None = None
+        self._resume: dict | None = None  # the state loaded from a checkpoint, until open()
         self._plotted = -1  # len(records) at the last plot
         self._bar = None
         self._tb = None
         self._wandb = None
-        if not enabled:
+        self._file = None
+
+    def state_dict(self) -> dict:
+        return {"records": len(self.records), "wandb_id": self.wandb_id}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)
+        self.wandb_id = state.get("wandb_id")
+
+    def _read_records(self, initial: int) -> list[dict]:
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        old = []
+        for n, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                old.append(json.loads(line))
+            except json.JSONDecodeError:
+                logger.warning("%s: line %d is torn (the run was stopped while writing it); it and the %d line(s) "
+                               "after it are dropped", self.path, n + 1, len(lines) - n - 1)
+                break
+        keep = self._resume.get("records")
+        return old[:keep] if keep is not None else [r for r in old if r.get("iter", 0) <= initial]
+
+    def open(self, *, total: int = 0, initial: int = 0, config_dict: dict | None = None) -> None:
+        """Start every sink; after :meth:`load_state_dict` the existing metrics.jsonl is continued."""
+        if not self.enabled:
             return
+        log_cfg = self.cfg
+        resume = self._resume is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
         if resume and self.path.exists():
-            old = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.records = old[:keep_records] if keep_records is not None else [r for r in old if r.get("iter", 0) <= initial]
+            self.records = self._read_records(initial)
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
             os.replace(tmp, self.path)
@@ -131,7 +225,7 @@ class RunLogger:
 
                 # offline: works without network or account; `wandb sync out_dir/wandb/...` uploads later
                 # (the runs before and after a resume share one id, so they sync into one run)
-                self.wandb_id = wandb_id or uuid.uuid4().hex[:12]
+                self.wandb_id = self.wandb_id or uuid.uuid4().hex[:12]
                 self._wandb = wandb.init(project=log_cfg.wandb_project, dir=str(self.out_dir), mode="offline",
                                          config=config_dict or {}, id=self.wandb_id, resume="allow")
             except ImportError:
@@ -139,7 +233,7 @@ class RunLogger:
 
     def log(self, record: dict) -> None:
         """Append one event (``iter``, ``split``, ``loss``, ``lr``, ...) to every enabled sink."""
-        if not self.enabled:
+        if not self.enabled or self._file is None:
             return
         record = _clean(record)
         self.records.append(record)
@@ -192,7 +286,7 @@ class RunLogger:
         self._plotted = len(self.records)
 
     def close(self) -> None:
-        if not self.enabled:
+        if not self.enabled or self._file is None:
             return
         if self._bar is not None:
             self._bar.close()

@@ -9,12 +9,11 @@ import torch
 import mmengine.checkpoint as ckpt_mod
 from mmengine.checkpoint import (
     CheckpointError,
-    build_model,
     load_checkpoint,
     load_model,
-    load_trunk,
     save_checkpoint,
 )
+from mmengine.transfer import build_model, load_trunk
 from mmengine.model import GPT, GPTConfig, ModelMode
 
 V, T = 30, 10
@@ -203,7 +202,7 @@ def test_missing_file_and_folder_name_the_path(tmp_path):
     with pytest.raises(CheckpointError, match="is not a file"):
         load_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
-        build_model(config(init_from_checkpoint=str(tmp_path / "nope.pt")))
+        build_model(config(), init_from=str(tmp_path / "nope.pt"))
 
 
 def test_every_load_is_weights_only(tmp_path, monkeypatch):
@@ -217,7 +216,7 @@ def test_every_load_is_weights_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "load", spy)
     load_model(tmp_path / "a.pt")
-    build_model(config("token_classifier", init_from_checkpoint=str(tmp_path / "a.pt")))
+    build_model(config("token_classifier"), init_from=str(tmp_path / "a.pt"))
     assert calls == [True, True]
 
 
@@ -370,10 +369,10 @@ def test_mode_written_as_enum_name(tmp_path):
 def test_transfer_into_a_larger_vocabulary_keeps_old_rows(tmp_path, caplog):
     source = model("language_model")
     save_checkpoint(tmp_path / "lm.pt", source)
-    cfg = config("sequence_scorer", vocab_size=V + 2, cls_token_id=V, init_from_checkpoint=str(tmp_path / "lm.pt"))
-    with caplog.at_level(logging.INFO, logger="mmengine.checkpoint"):
-        m = build_model(cfg)
-    summaries = [r for r in caplog.records if r.name == "mmengine.checkpoint" and "transferred" in r.message]
+    cfg = config("sequence_scorer", vocab_size=V + 2, cls_token_id=V)
+    with caplog.at_level(logging.INFO, logger="mmengine.transfer"):
+        m = build_model(cfg, init_from=str(tmp_path / "lm.pt"))
+    summaries = [r for r in caplog.records if r.name == "mmengine.transfer" and "transferred" in r.message]
     assert len(summaries) == 1 and "extended from 30 to 32" in summaries[0].getMessage()
     report = m.transfer_report
     assert report.embedding_extended == (V, V + 2) and report.missing == [] and report.unexpected == []
@@ -390,7 +389,7 @@ def test_transfer_into_a_larger_vocabulary_keeps_old_rows(tmp_path, caplog):
 def test_classifier_head_is_not_transferred_into_a_language_model(tmp_path):
     source = model("token_classifier")
     save_checkpoint(tmp_path / "clf.pt", source)
-    m = build_model(config(init_from_checkpoint=str(tmp_path / "clf.pt")))
+    m = build_model(config(), init_from=str(tmp_path / "clf.pt"))
     assert m.transfer_report.skipped_heads == ["lm_head.weight"]
     assert m.lm_head.weight is m.transformer.wte.weight
     assert torch.equal(m.lm_head.weight, source.transformer.wte.weight)
@@ -399,13 +398,12 @@ def test_classifier_head_is_not_transferred_into_a_language_model(tmp_path):
 def test_build_model_freezes_and_saved_model_never_needs_its_source(tmp_path):
     source_path = tmp_path / "lm.pt"
     save_checkpoint(source_path, model("language_model"))
-    cfg = config("token_classifier", init_from_checkpoint=str(source_path), freeze_transformer=True)
-    m = build_model(cfg)
+    m = build_model(config("token_classifier"), init_from=str(source_path), freeze=True)
     assert m.get_frozen_status()
     save_checkpoint(tmp_path / "clf.pt", m)
     source_path.unlink()  # the transfer source is gone
     loaded = load_model(tmp_path / "clf.pt")
-    assert loaded.config.init_from_checkpoint is None
+    assert "init_from_checkpoint" not in loaded.config.to_dict()  # a training plan, not a model property
     assert not loaded.get_frozen_status()  # load_model leaves freezing to the trainer
     torch.testing.assert_close(logits(loaded), logits(m), rtol=0, atol=0)
 
@@ -436,13 +434,16 @@ def test_transfer_that_cannot_fit_changes_nothing(tmp_path, kw, message):
 def test_transfer_from_a_nanogpt_checkpoint(tmp_path):
     writer = model(attention_type="causal", use_rope=False)
     path = legacy_file(tmp_path, writer, NANOGPT_ARGS, prefix="_orig_mod.")
-    m = build_model(config("token_classifier", use_rope=False, vocab_size=V + 1, init_from_checkpoint=str(path)))
+    m = build_model(config("token_classifier", use_rope=False, vocab_size=V + 1), init_from=str(path))
     assert torch.equal(m.transformer.wpe.weight, writer.transformer.wpe.weight)
     assert m.transfer_report.embedding_extended == (V, V + 1)
 
 
 def test_module_exports():
-    assert ckpt_mod.CheckpointError.__mro__[1] is ValueError
+    from mmengine.errors import MMEngineError
+
+    # one error family: a CheckpointError is an MMEngineError, which is a ValueError
+    assert ckpt_mod.CheckpointError.__mro__[1:3] == (MMEngineError, ValueError)
 
 
 # --- the research codebase's extras --------------------------------------------------------------

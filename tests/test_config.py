@@ -49,7 +49,7 @@ def test_the_issues_tables_and_fields():
     for table, names in listed.items():
         assert set(names.split()) <= {f.name for f in dataclasses.fields(TABLES[table])}, table
     types = dataclasses.fields(TABLES["train"])[0].metadata["choices"]
-    assert types == ("unmasking", "token_classification", "remasking_binary", "sequence_scoring")
+    assert types == ("unmasking", "token_classification", "remasking_binary", "sequence_scoring", "autoregressive")
 
 
 def test_precedence_cli_over_file_over_defaults(tmp_path):

@@ -36,7 +36,7 @@ def test_ranks_draw_disjoint_windows(data_dir):
     """Two ranks' batch streams (as torchrun would build them) never share a window within an epoch."""
     from mmengine.distributed import DistInfo
     from mmengine.modes import build_mode
-    from mmengine.train import BatchStream, open_data
+    from mmengine.data.stream import BatchStream, open_data
 
     cfg = load_config(argv(data_dir, "unused", "--data.prefetch_depth=0", "--data.use_paragraph_boundaries=true"))
     data = open_data(cfg)
@@ -75,7 +75,7 @@ def test_two_process_ddp_run_and_exact_resume(data_dir, tmp_path):
     val = [r for r in recs if r["split"] == "val"]
     assert len(val) == 3 and all("loss_stage1" in r for r in val)
     ck = torch.load(tmp_path / "full" / "ckpt.pt", weights_only=True)
-    assert ck["iter_num"] == 9 and len(ck["trainer"]["data_state"]) == 2  # every rank's data position
+    assert ck["iter_num"] == 9 and len(ck["trainer"]["data"]) == 2  # every rank's data position
 
     part = tmp_path / "part"
     first = torchrun(*argv(data_dir, part, "--train.max_iters=6"))
@@ -87,7 +87,7 @@ def test_two_process_ddp_run_and_exact_resume(data_dir, tmp_path):
     for it in (7, 8, 9):
         assert part_losses[it] == losses[it], it
     # the curriculum decisions (made on rank 0, broadcast) match the uninterrupted run's
-    assert torch.load(part / "ckpt.pt", weights_only=True)["trainer"]["mode_state"] == ck["trainer"]["mode_state"]
+    assert torch.load(part / "ckpt.pt", weights_only=True)["trainer"]["mode"] == ck["trainer"]["mode"]
 
 
 RANKS_AGREE = """
@@ -125,5 +125,5 @@ def test_two_process_transfer_and_unfreeze(data_dir, tmp_path):
     recs, _ = train_losses(out)
     assert [r["iter"] for r in recs if r.get("event") == "unfreeze"] == [2]
     src, ck = torch.load(lm, weights_only=True), torch.load(out / "ckpt.pt", weights_only=True)
-    assert ck["trainer"]["unfrozen_at"] == 2
+    assert ck["trainer"]["freeze"]["unfrozen_at"] == 2
     assert not torch.equal(ck["model"]["transformer.h.0.attn.c_attn.weight"], src["model"]["transformer.h.0.attn.c_attn.weight"])

@@ -189,7 +189,7 @@ def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm, caplog):
     for k, v in src.items():
         if k.startswith("transformer."):
             assert torch.equal(after["model"][k], v), k
-    assert after["trainer"]["frozen"] is True
+    assert after["trainer"]["freeze"]["frozen"] is True
     # unfreeze at 4 with a 0.1 multiplier on the trunk; Adam state of the head is kept across the switch
     caplog.set_level(logging.INFO, logger="mmengine")
     caplog.clear()
@@ -198,7 +198,7 @@ def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm, caplog):
               "--transfer.unfreeze_at_iteration=4", "--transfer.unfreeze_lr_multiplier=0.1",
               "--token_classification.corruption=[{type=\"random\", rate=0.2}]", "--optim.decay_lr=false")
     ck = torch.load(res.checkpoint, weights_only=True)
-    assert ck["trainer"]["unfrozen_at"] == 4 and ck["trainer"]["frozen"] is False
+    assert ck["trainer"]["freeze"]["unfrozen_at"] == 4 and ck["trainer"]["freeze"]["frozen"] is False
     groups = ck["optimizer"]["param_groups"]
     for g in groups:
         assert math.isclose(g["lr"], 1e-2 * (0.1 if g["trunk"] else 1.0)), g
@@ -224,7 +224,7 @@ def test_resume_after_unfreeze_is_exact(data_dir, tmp_path, tiny_lm):
     _resume_case(data_dir, tmp_path, extra, stop_at=5, total=10)
     # the switch happened before the checkpoint: recorded once, not repeated by the resumed run
     assert [r["iter"] for r in records(tmp_path / "part") if r.get("event") == "unfreeze"] == [3]
-    assert torch.load(tmp_path / "part" / "ckpt.pt", weights_only=True)["trainer"]["unfrozen_at"] == 3
+    assert torch.load(tmp_path / "part" / "ckpt.pt", weights_only=True)["trainer"]["freeze"]["unfrozen_at"] == 3
 
 
 def test_curriculum_advances_on_stale_val_loss_and_resumes(data_dir, tmp_path, monkeypatch):
@@ -277,7 +277,7 @@ def test_nan_loss_stops_naming_the_iteration(data_dir, tmp_path, monkeypatch):
     calls["n"] = 0
     res = run(data_dir, tmp_path / "rb", "--train.max_iters=8", "--train.eval_interval=2", "--run.nan_policy=rollback")
     assert res.iter_num == 8 and 5 not in res.train_losses
-    assert torch.load(res.checkpoint, weights_only=True)["trainer"]["rollbacks"] == 1
+    assert torch.load(res.checkpoint, weights_only=True)["trainer"]["progress"]["rollbacks"] == 1
 
 
 @pytest.mark.slow
@@ -362,9 +362,9 @@ def test_wandb_offline_one_run_across_a_resume(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)  # the logger itself must ask for offline mode
     run(data_dir, tmp_path, "--train.max_iters=2", "--train.eval_interval=2", "--log.wandb=true")
-    run_id = torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["wandb_id"]
+    run_id = torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["logger"]["wandb_id"]
     run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--log.wandb=true", "--run.init_from=resume")
-    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["wandb_id"] == run_id
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["logger"]["wandb_id"] == run_id
     # offline-run-<start time to the second>-<id>[-<n> when that folder exists already]: one folder per leg
     runs = [p.name for p in (tmp_path / "wandb").glob("offline-run-*")]
     assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", name) for name in runs), runs

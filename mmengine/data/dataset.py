@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmengine.errors import DataError
+
 from .tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -47,9 +49,6 @@ DATA_KINDS = ("text", "scores", "spans")
 #: Name of the prepared bundled corpus inside the cache root.
 DEFAULT_DATASET_NAME = "tinyshakespeare-char"
 
-
-class DataError(ValueError):
-    """A data dir or one of its files is missing or malformed (one sentence naming it)."""
 
 
 def special_token_ids(text_vocab_size: int) -> dict[str, int]:

@@ -16,6 +16,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from mmengine.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 #: Name of the BPE tokenizer file inside a data dir.
@@ -36,7 +38,7 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-class TokenizerError(ValueError):
+class TokenizerError(DataError):
     """A tokenizer cannot be built, loaded or applied (one sentence saying why)."""
 
 
