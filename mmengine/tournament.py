@@ -105,7 +105,7 @@ class PerplexityJudge:
     C // 2``; ``stride = C - 1`` is cheapest, 1 is the exact sliding window).
 
     Windows of all samples are batched ``batch_size`` at a time (padded on the right, which a causal
-    model never looks at); the log-softmax is taken in float32. Samples need at least 2 tokens and
+    model never looks at); log-probabilities are taken in float32. Samples need at least 2 tokens and
     ids inside the judge's vocabulary (the judge must share the entrants' tokenizer).
     """
 
@@ -191,8 +191,8 @@ class PerplexityJudge:
                         targets[row, first - start - 1:end - start - 1] = torch.tensor(ids[first:end])
                     idx, targets = idx.to(device), targets.to(device)
                     logits = model.lm_head(model.encode(idx)).float()  # (B, T, V)
-                    log_probs = logits.log_softmax(dim=-1)
-                    picked = log_probs.gather(-1, targets.clamp(min=0)[..., None])[..., 0]  # (B, T)
+                    # log p(target) = logit[target] - logsumexp(logits), without a second (B, T, V) tensor
+                    picked = logits.gather(-1, targets.clamp(min=0)[..., None])[..., 0] - logits.logsumexp(dim=-1)
                     window_ll = torch.where(targets >= 0, picked, 0.0).sum(dim=1).double().cpu()  # (B,)
                     owners = torch.tensor([s for s, *_ in batch])
                     nll.index_add_(0, owners, -window_ll)
@@ -412,7 +412,10 @@ def play(entrants: Sequence[Entrant], schedule, *, margin: float, higher_is_bett
 def _sample_entries(entrant: Entrant, scores: np.ndarray, order: np.ndarray) -> list[dict]:
     entries = []
     for s in order.tolist():
-        text = entrant.texts[s] if s < len(entrant.texts) else " ".join(map(str, entrant.samples[s]))
+        if s < len(entrant.texts):
+            text = entrant.texts[s]
+        else:  # no decoded text: show the ids
+            text = " ".join(map(str, entrant.samples[s])) if s < len(entrant.samples) else ""
         entries.append({"sample": int(s), "score": float(scores[s]), "text": text})
     return entries
 

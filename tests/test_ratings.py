@@ -269,6 +269,17 @@ def test_bootstrap_replicate_equals_a_refit_of_the_resampled_matches():
         assert boot[r] == pytest.approx(bradley_terry(matches[picks[r]], 4), abs=1e-8)
 
 
+def test_bootstrap_chunking_does_not_change_the_replicates(monkeypatch):
+    from mmengine import ratings
+
+    rng = np.random.default_rng(10)
+    a, b = round_robin(5, 3)
+    matches = np.stack([a, b, rng.choice([0.0, 0.5, 1.0], len(a))], 1)
+    whole = bootstrap_ratings(matches, 5, n_boot=7, seed=3)
+    monkeypatch.setattr(ratings, "_BOOT_CHUNK", 2 * len(matches) + 1)  # chunks of 2 replicates
+    assert np.array_equal(bootstrap_ratings(matches, 5, n_boot=7, seed=3), whole)
+
+
 # ----------------------------------------------------------------------------- recovery of known strengths
 
 
