@@ -63,6 +63,7 @@ __all__ = [
     "play",
     "plot_ratings",
     "render_report",
+    "results_document",
     "schedule_matches",
     "standings",
     "unigram_entropy",
@@ -363,6 +364,10 @@ class Match:
     result: str
     sample_a: int | None = None
     sample_b: int | None = None
+
+    def __post_init__(self):
+        if self.result not in RESULTS:
+            raise ValueError(f"a match result is one of {', '.join(RESULTS)}; got {self.result!r}")
 
     @property
     def points_a(self) -> float:

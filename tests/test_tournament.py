@@ -118,6 +118,8 @@ def test_play_decides_by_score_and_margin():
         "b", "b", "a", "a", "b"]
     m = play(entrants, schedule, margin=1.0, higher_is_better=True)[2]
     assert m == Match(0, 1, 3.0, 2.05, "draw", 2, 0) and m.points_a == 0.5  # |0.95| < 1
+    with pytest.raises(ValueError, match="a match result is one of a, b, draw"):
+        Match(0, 1, 1.0, 2.0, "win")
 
 
 def test_equal_scores_are_a_draw_even_with_margin_zero():
