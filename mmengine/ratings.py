@@ -1,4 +1,4 @@
-"""Ratings from pairwise results: Elo, Bradley-Terry maximum likelihood, bootstrap intervals.
+"""Ratings from pairwise results: Elo, Bradley-Terry (maximum likelihood, weak prior), bootstrap intervals.
 
 A match is ``(a, b, result)``: player indices ``a != b`` in ``[0, n_players)`` and the result for
 ``a``: 1 (a wins), 0.5 (draw) or 0 (b wins). Every rating is on the Elo scale, where a rating gap
@@ -176,7 +176,7 @@ def _fit_strengths(N: np.ndarray, W: np.ndarray, precision: float, *, tol: float
     active = np.ones(R, dtype=bool)
     for _ in range(max_iter):
         t, Nn, Wn = theta[active], N[active], W[active]
-        p = 1.0 / (1.0 + np.exp(-(t[:, :, None] - t[:, None, :])))  # (r, n, n): P(i beats j)
+        p = 0.5 + 0.5 * np.tanh(0.5 * (t[:, :, None] - t[:, None, :]))  # (r, n, n): sigmoid, never overflows
         grad = (Wn - Nn * p).sum(axis=2) - precision * t  # (r, n)
         info = Nn * p * (1.0 - p)  # (r, n, n): Fisher information of each pair
         neg_hessian = -info + (info.sum(axis=2) + precision)[:, :, None] * eye  # (r, n, n), SPD
