@@ -44,7 +44,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from mmengine import ratings
-from mmengine.config import ConfigError, UserError
+from mmengine.errors import ConfigError, UserError
 
 try:
     import tomllib
