@@ -13,15 +13,9 @@ from mmengine.config import load_config
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from mmengine.data.dataset import bundled_corpus_path
-    from mmengine.prepare import prepare_text
-
-    root = tmp_path_factory.mktemp("ddpdata")
-    src = root / "small.txt"
-    src.write_text(bundled_corpus_path().read_text(encoding="utf-8")[:40_000], encoding="utf-8")
-    prepare_text([src], root / "d", val_fraction=0.1)
-    return root / "d"
+def data_dir(char_data_dir):
+    """A small char data dir cut from the bundled corpus (fast to prepare, enough for tiny models)."""
+    return char_data_dir(40_000)
 
 
 def argv(data_dir, out_dir, *extra):

@@ -20,17 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(char_data_dir):
     """A small char data dir cut from the bundled corpus (fast to prepare, enough for tiny models)."""
-    from mmengine.data.dataset import bundled_corpus_path
-    from mmengine.prepare import prepare_text
-
-    root = tmp_path_factory.mktemp("data")
-    src = root / "small.txt"
-    src.write_text(bundled_corpus_path().read_text(encoding="utf-8")[:80_000], encoding="utf-8")
-    out = root / "shakespeare"
-    prepare_text([src], out, val_fraction=0.1)
-    return out
+    return char_data_dir(80_000)
 
 
 @pytest.fixture(scope="module")

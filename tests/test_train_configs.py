@@ -11,15 +11,9 @@ CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from mmengine.data.dataset import bundled_corpus_path
-    from mmengine.prepare import prepare_text
-
-    root = tmp_path_factory.mktemp("cfgdata")
-    src = root / "small.txt"
-    src.write_text(bundled_corpus_path().read_text(encoding="utf-8")[:40_000], encoding="utf-8")
-    prepare_text([src], root / "d", val_fraction=0.1)
-    return root / "d"
+def data_dir(char_data_dir):
+    """A small char data dir cut from the bundled corpus (fast to prepare, enough for tiny models)."""
+    return char_data_dir(40_000)
 
 
 TINY = ["--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2", "--data.block_size=32", "--data.batch_size=4",

@@ -10,15 +10,9 @@ from mmengine.train import train
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from mmengine.data.dataset import bundled_corpus_path
-    from mmengine.prepare import prepare_text
-
-    root = tmp_path_factory.mktemp("evaldata")
-    src = root / "small.txt"
-    src.write_text(bundled_corpus_path().read_text(encoding="utf-8")[:30_000], encoding="utf-8")
-    prepare_text([src], root / "d", val_fraction=0.1)
-    return root / "d"
+def data_dir(char_data_dir):
+    """A small char data dir cut from the bundled corpus (fast to prepare, enough for tiny models)."""
+    return char_data_dir(30_000)
 
 
 @pytest.mark.parametrize("mode", ["unmasking", "token_classification"])
