@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import json
 import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -363,7 +363,7 @@ def _toml_value(value: Any, where: str) -> str:
             return "inf" if value > 0 else "-inf"
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
     if isinstance(value, dict):
@@ -371,8 +371,17 @@ def _toml_value(value: Any, where: str) -> str:
     raise ConfigError(f"{where}: {value!r} cannot be written as TOML.")
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string: backslash, quote and every control character (DEL too) escaped."""
+    def escape(match: re.Match) -> str:
+        char = match.group()
+        return "\\" + char if char in '"\\' else f"\\u{ord(char):04X}"
+
+    return '"' + re.sub(r'["\\\x00-\x1f\x7f]', escape, text) + '"'
+
+
 def _toml_key(key: str) -> str:
-    return key if key and all(c.isalnum() or c in "_-" for c in key) else json.dumps(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)  # TOML bare keys or a quoted one
 
 
 def tables_to_toml(tables: dict[str, dict[str, Any]], notes: ConversionNotes | None = None) -> str:
