@@ -188,11 +188,19 @@ def format_description(info: dict) -> str:
     return "\n".join(f"{label:<{width}}{text}" for label, text in lines)
 
 
+_USAGE = """usage: python -m mmengine.inspect CKPT [--json]
+
+Describe a checkpoint without building its model: format (mmengine, earlier trainer with its version
+features, nanoGPT), mode, architecture, vocabulary and special ids, iteration, losses, stored config, frozen
+status and file size. Files of the earlier trainer are read with their classes kept as inert data; nothing
+in them is run. --json prints the same as JSON."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m mmengine.inspect CKPT [--json]``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
-        print("usage: python -m mmengine.inspect CKPT [--json]\n\n" + __doc__.split("\n\n")[1])
+        print(_USAGE)
         return 0
 
     def _run(args: list[str]) -> int:

@@ -63,6 +63,9 @@ EARLIER_TRAINER_CLS_OFFSET = 5
 NANOGPT_MODEL_ARGS = frozenset({"n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout"})
 #: model_args keys only mmengine writes (GPTConfig.to_dict).
 MMENGINE_MODEL_ARGS = frozenset({"attention_backend", "loss_backend"})
+#: Settings of the earlier trainer's scripts that nanoGPT's train.py does not have (in a stored flat config).
+_EARLIER_CONFIG_KEYS = frozenset({"training_type", "attention_type", "use_rope", "unmasking_stages",
+                                  "binary_classification", "mask_token_id", "use_paragraph_boundaries"})
 _WTE = "transformer.wte.weight"
 _LM_HEAD = "lm_head.weight"
 _TOP_LEVEL = ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "config", "training_context")
@@ -87,7 +90,9 @@ def recognise_format(checkpoint: dict) -> tuple[str, list[str]]:
         return FORMAT_MMENGINE, []
     state = checkpoint.get("model") if isinstance(checkpoint.get("model"), dict) else {}
     keys = {k.replace("_orig_mod.", "") for k in state}
-    if set(model_args) <= NANOGPT_MODEL_ARGS and "training_context" not in checkpoint:
+    config = checkpoint.get("config")
+    earlier_config = isinstance(config, InertObject) or (isinstance(config, dict) and _EARLIER_CONFIG_KEYS & config.keys())
+    if set(model_args) <= NANOGPT_MODEL_ARGS and "training_context" not in checkpoint and not earlier_config:
         return FORMAT_NANOGPT, []
     hints = []
     mode = model_args.get("mode")
@@ -100,7 +105,6 @@ def recognise_format(checkpoint: dict) -> tuple[str, list[str]]:
         hints.append("no mode in model_args (before the three-mode refactor, e.g. commit 1c9b72c)")
     if "training_context" in checkpoint:
         hints.append("training_context (curriculum stage, stale count, best loss of the stage)")
-    config = checkpoint.get("config")
     if isinstance(config, InertObject):
         hints.append(f"config is a pickled {config.name} (the stage its config variable held at save time)")
     elif isinstance(config, dict) and "__class__" in config:
@@ -294,7 +298,7 @@ def _cls_source(mode: ModelMode, vocab: dict, cls_token_id: int | None, source: 
     if mask is not None and text + EARLIER_TRAINER_CLS_OFFSET < rows:
         # A language model or token classifier never read [CLS]; the row its trainer gave [CLS] when a
         # scorer later started from this trunk is text + 5, so that row carries over (as that transfer did).
-        return text + EARLIER_TRAINER_CLS_OFFSET, "never read by this model; the row its trainer's scorers took"
+        return text + EARLIER_TRAINER_CLS_OFFSET, "never read by this model; the row the trainer's scorers used"
     return None, "new"
 
 

@@ -398,11 +398,18 @@ def tables_to_toml(tables: dict[str, dict[str, Any]], notes: ConversionNotes | N
     return "\n".join(lines)
 
 
+_USAGE = """usage: python -m mmengine.upstream_config CONFIG.py
+
+Print an earlier-trainer or nanoGPT Python config as mmengine TOML. The file is parsed, never run: only
+top-level NAME = literal assignments are read. The notes at the top (comments) list what could not be
+converted, what mmengine does not support yet, and the keys with no mmengine meaning."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m mmengine.upstream_config FILE.py``: print the converted TOML (notes as comments)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "-h" in args or "--help" in args:
-        print("usage: python -m mmengine.upstream_config CONFIG.py\n\n" + __doc__.split("\n\n")[1])
+        print(_USAGE)
         return 0
 
     def _run(args: list[str]) -> int:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmengine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from mmengine.data.dataset import DataMeta
@@ -45,8 +47,8 @@ def expected(name):
     return torch.load(FIXTURES / name.replace(".pt", ".expected.pt"), weights_only=True)
 
 
-def forward(checkpoint, ids):
-    model = model_from_checkpoint(checkpoint, attention_backend="eager").eval()
+def forward(checkpoint, ids, backend="eager"):
+    model = model_from_checkpoint(checkpoint, attention_backend=backend).eval()
     with torch.no_grad():
         return model(ids)[0]
 
@@ -103,8 +105,9 @@ def test_a_file_weights_only_reads_never_takes_the_fallback(caplog):
 
 
 @needs_fixtures
+@pytest.mark.parametrize("backend", ["eager", "torch"])
 @pytest.mark.parametrize("name", ALL)
-def test_mapped_fixture_reproduces_the_logits_of_its_own_model(name, meta, caplog):
+def test_mapped_fixture_reproduces_the_logits_of_its_own_model(name, backend, meta, caplog):
     exp = expected(name)
     with caplog.at_level(logging.INFO, logger="mmengine.upstream"):
         mapped = map_vocabulary(load_upstream_checkpoint(FIXTURES / name), meta)
@@ -115,7 +118,7 @@ def test_mapped_fixture_reproduces_the_logits_of_its_own_model(name, meta, caplo
     if name == SCORER:
         assert (ids[:, 0] == CLS_FILE).all()
         ids[:, 0] = meta.cls_id  # its [CLS] 70 is our 66
-    logits = forward(mapped, ids)
+    logits = forward(mapped, ids, backend)
     want = exp["logits"]
     if name in (LM_1616, LM_1C9B):  # (B, T, 80) -> (B, T, 69): text and [MASK] columns are the same
         assert logits.shape == (2, 32, 69)
@@ -305,3 +308,44 @@ def test_mmengine_checkpoint_is_recognised_and_left_as_it_is(tmp_path, meta):
     assert map_vocabulary(ck, meta) is ck
     with pytest.raises(CheckpointError, match="69-row embedding but the data dir's vocabulary has 64"):
         map_vocabulary(ck, DataMeta.for_vocab(60, tokenizer="char"))
+
+
+def test_a_stored_config_of_the_earlier_trainer_outweighs_nanogpt_shaped_model_args(tmp_path):
+    raw, _ = nanogpt_checkpoint(80)
+    assert load_upstream_checkpoint_from(tmp_path, raw)["upstream"]["format"] == FORMAT_NANOGPT
+    raw["config"]["training_type"] = "unmasking"
+    ck = load_upstream_checkpoint_from(tmp_path, raw)
+    assert ck["upstream"]["format"] == FORMAT_EARLIER_TRAINER
+    assert ck["upstream"]["vocabulary"]["text"] == 65 and ck["upstream"]["vocabulary"]["mask"] == 65
+
+
+@settings(max_examples=12, deadline=None)
+@given(text=st.integers(6, 40), n_head=st.sampled_from([1, 2]), head_dim=st.sampled_from([2, 4]),
+       n_layer=st.integers(1, 2), mode=st.sampled_from(["language_model", "token_classifier", "sequence_scorer"]),
+       seq=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_any_earlier_trainer_layout_maps_with_the_same_outputs(text, n_head, head_dim, n_layer, mode, seq, seed):
+    """Odd vocabularies and shapes: the mapped model equals the file's own on text ids (and its [CLS])."""
+    torch.manual_seed(seed)
+    rows, cls = text + 15, text + 5
+    config = GPTConfig(block_size=12, vocab_size=rows, n_layer=n_layer, n_head=n_head, n_embd=n_head * head_dim,
+                       mode=mode, num_token_classes=3, cls_token_id=cls if mode == "sequence_scorer" else None,
+                       attention_backend="eager")
+    original = GPT(config).eval()
+    model_args = {"n_layer": n_layer, "n_head": n_head, "n_embd": n_head * head_dim, "block_size": 12,
+                  "vocab_size": rows, "bias": True, "dropout": 0.0, "attention_type": "bidirectional",
+                  "use_rope": True, "mode": mode, "num_token_classes": 3, "cls_token_id": config.cls_token_id}
+    raw = {"model": original.state_dict(), "model_args": model_args, "iter_num": 1, "best_val_loss": 2.0,
+           "config": {"training_type": "unmasking"}, "training_context": {"current_stage": 0}}
+    meta = DataMeta.for_vocab(text, tokenizer="char")
+    mapped = model_from_checkpoint(map_vocabulary(raw, meta), attention_backend="eager").eval()
+    ids = torch.randint(0, text, (2, seq), generator=torch.Generator().manual_seed(seed))
+    ours = ids.clone()
+    if mode == "sequence_scorer":
+        ids[:, 0], ours[:, 0] = cls, meta.cls_id
+    with torch.no_grad():
+        want, got = original(ids)[0], mapped(ours)[0]
+    if mode == "language_model":
+        torch.testing.assert_close(got[..., :text], want[..., :text], rtol=0, atol=1e-5)
+        torch.testing.assert_close(got[..., meta.mask_id], want[..., text], rtol=0, atol=1e-5)
+    else:
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
