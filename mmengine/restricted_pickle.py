@@ -55,7 +55,7 @@ _CODE_MODULES = frozenset({
     "tempfile", "zipfile", "tarfile", "urllib", "http", "ftplib", "smtplib", "sqlite3", "shelve", "dbm",
     "inspect", "gc", "weakref", "copyreg", "copy_reg", "pdb", "bdb", "trace", "timeit", "functools",
     "operator", "itertools", "platform", "sysconfig", "site", "ensurepip", "venv", "distutils", "setuptools",
-    "pip", "torch", "numpy", "pathlib", "glob", "mmap", "select", "selectors", "ssl", "xmlrpc", "logging",
+    "pip", "torch", "numpy", "glob", "mmap", "select", "selectors", "ssl", "xmlrpc", "logging",
 })
 
 

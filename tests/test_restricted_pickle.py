@@ -360,3 +360,14 @@ def test_logging_is_quiet_for_refusals(tmp_path, marker, caplog):
 def test_ordered_dict_build_only_sets_attributes():
     od = restricted_loads(in_checkpoint(glob("collections", "OrderedDict") + b")R}" + text("_metadata") + b"}sb"))
     assert type(od["config"]) is OrderedDict and od["config"]._metadata == {}
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4])
+def test_a_pickled_path_in_a_config_is_inert_data(tmp_path, protocol):
+    from pathlib import PurePosixPath
+
+    path = tmp_path / "p.pt"
+    torch.save({"model": {}, "config": {"out_dir": PurePosixPath("out/run")}}, path, pickle_protocol=protocol)
+    value = restricted_load(path)["config"]["out_dir"]
+    assert isinstance(value, InertObject) and value.qualified_name == "pathlib.PurePosixPath"
+    assert to_plain(value) == {"__class__": "pathlib.PurePosixPath", "args": ["out", "run"]}
