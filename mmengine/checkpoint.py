@@ -219,18 +219,19 @@ def load_checkpoint(path, map_location="cpu") -> dict:
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but tensors and plain values ("WeightsUnpickler error:
-        # Unsupported global ..."); other unpickling errors mean a damaged stream
-        lines = [line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line]
-        if not lines:
-            raise CheckpointError(
-                f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch checkpoint "
-                f"({_first_sentence(exc)})"
-            ) from None
-        detail = lines[0].replace("WeightsUnpickler error: ", "").split(". Please")[0]
-        raise CheckpointError(
+        # Unsupported global ...", "... GLOBAL posix.system whose module posix is blocked")
+        lines = [line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line or "GLOBAL" in line]
+        detail = lines[0].replace("WeightsUnpickler error: ", "").split(". Please")[0] if lines else _first_sentence(exc)
+        # --- earlier-trainer files (mmengine/upstream.py) ---------------------------------------
+        # The restricted loader reads the file again, every other class kept as inert data and nothing
+        # from the file run: a checkpoint of the earlier trainer comes back in mmengine's layout, a pickle
+        # that calls a function is refused, a damaged stream "cannot be read", anything else gets this.
+        from mmengine.upstream import read_refused_checkpoint
+
+        checkpoint = read_refused_checkpoint(path, map_location=map_location, refusal=(
             f"checkpoint {path} holds objects other than tensors and plain values and is refused by the "
-            f"safe loader (weights_only=True): {detail}"
-        ) from None
+            f"safe loader (weights_only=True): {detail}"))
+        # -------------------------------------------------------------------------------------------
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(
             f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch checkpoint "
