@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import re
 import sys
 from typing import Callable, NoReturn
 
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "TrainingError",
     "ArgumentParser",
+    "first_sentence",
     "cli_entry",
 ]
 
@@ -55,6 +57,15 @@ class TrainingError(MMEngineError):
     """A run that started cannot go on (e.g. a non-finite loss); the message names the iteration."""
 
     exit_code = 1
+
+
+def first_sentence(exc: BaseException) -> str:
+    """The first sentence of a library error (torch appends paragraphs of advice)."""
+    # C++ errors open with "[enforce fail at file.cc:123] . "
+    text = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", str(exc).strip())
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].split(". ")[0].rstrip(".")
 
 
 class ArgumentParser(argparse.ArgumentParser):

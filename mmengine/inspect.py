@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 
-from mmengine.checkpoint import CheckpointError, _is_derived_buffer, convert_model_args
-from mmengine.config import UserError, cli_entry
-from mmengine.upstream import FORMAT_EARLIER_TRAINER, FORMAT_MMENGINE, _id_ranges, load_upstream_checkpoint
+from mmengine.checkpoint import load_upstream_checkpoint
+from mmengine.config import cli_entry
+from mmengine.errors import CheckpointError, UserError
+from mmengine.legacy import convert_model_args, is_derived_buffer
+from mmengine.upstream import FORMAT_EARLIER_TRAINER, FORMAT_MMENGINE, _id_ranges
 
 __all__ = ["describe_checkpoint", "format_description", "main"]
 
@@ -29,7 +31,7 @@ def _unique_tensors(state: dict) -> list[torch.Tensor]:
     """The state dict's tensors, a tensor stored under two names (a tied LM head) counted once."""
     seen, out = set(), []
     for key, value in state.items():
-        if not isinstance(value, torch.Tensor) or _is_derived_buffer(key):
+        if not isinstance(value, torch.Tensor) or is_derived_buffer(key):
             continue
         ident = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
         if ident not in seen:

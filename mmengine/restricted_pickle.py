@@ -528,7 +528,7 @@ def restricted_load(path, map_location="cpu") -> Any:
     Raises :class:`~mmengine.checkpoint.CheckpointError` in one sentence when the pickle calls anything off
     the allowlist (nothing was run), when the file is a TorchScript archive, or when it cannot be read.
     """
-    from mmengine.checkpoint import CheckpointError, _first_sentence
+    from mmengine.errors import CheckpointError, first_sentence
 
     path = Path(path)
     if not path.is_file():
@@ -552,7 +552,7 @@ def restricted_load(path, map_location="cpu") -> Any:
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
             TypeError, AttributeError, IndexError, AssertionError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read; it is truncated, corrupt or not a torch "
-                              f"checkpoint ({_first_sentence(exc)})") from None
+                              f"checkpoint ({first_sentence(exc)})") from None
 
 
 def restricted_loads(data: bytes) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from mmengine.sampling import generate, load_for_sampling, sample_text  # noqa: F401 (the API the CLI wraps)
 

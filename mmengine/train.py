@@ -354,7 +354,7 @@ class Trainer:
     # ---- the loop ----
 
     def run(self) -> TrainResult:
-        cfg, tcfg, prog = self.cfg, self.cfg.train, self.progress
+        tcfg, prog = self.cfg.train, self.progress
         result = TrainResult(out_dir=self.out_dir, iter_num=prog.iter_num)
         self._start()
         val_batches = [(g, to_device(b, self.device)) for g, b in self.mode.val_batches()]

@@ -31,9 +31,15 @@ from typing import Any
 
 import torch
 
-from mmengine.checkpoint import CheckpointError, clean_state_dict, convert_model_args
+from mmengine.errors import CheckpointError
+from mmengine.legacy import clean_state_dict, convert_model_args
 from mmengine.model import ModelMode
-from mmengine.restricted_pickle import InertObject, inert_classes, restricted_load, to_plain
+from mmengine.restricted_pickle import (
+    InertObject,
+    inert_classes,
+    restricted_load,
+    to_plain,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +49,6 @@ __all__ = [
     "FORMAT_MMENGINE",
     "FORMAT_NANOGPT",
     "FORMAT_STATE_DICT",
-    "load_upstream_checkpoint",
     "map_vocabulary",
     "read_refused_checkpoint",
     "recognise_format",
@@ -227,18 +232,6 @@ def read_refused_checkpoint(path, map_location="cpu", refusal: str | None = None
     logger.info("checkpoint %s was written by the earlier research trainer: read with %s kept as inert data, "
                 "none of its code imported or run", path, ", ".join(checkpoint["upstream"]["inert_classes"]))
     return checkpoint
-
-
-def load_upstream_checkpoint(path, map_location="cpu") -> dict:
-    """A checkpoint of any known format (mmengine, earlier trainer, nanoGPT) in mmengine's layout.
-
-    mmengine's own files are read with ``weights_only=True``; only a file that loader refuses is read
-    again with the restricted loader (see :func:`read_refused_checkpoint`). The vocabulary is left as
-    the file has it: :func:`map_vocabulary` maps it onto a data dir's.
-    """
-    from mmengine.checkpoint import load_checkpoint
-
-    return to_mmengine_layout(load_checkpoint(path, map_location=map_location), source=str(path))
 
 
 # -----------------------------------------------------------------------------

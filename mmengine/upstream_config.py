@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmengine.config import TABLES, ConfigError, cli_entry
+from mmengine.config import TABLES, cli_entry
+from mmengine.errors import ConfigError
 
 __all__ = ["ConversionNotes", "convert_assignments", "convert_config", "main", "read_assignments", "tables_to_toml"]
 

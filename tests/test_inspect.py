@@ -94,7 +94,7 @@ def test_cli(tmp_path, capsys):
     assert main([str(tmp_path / "missing.pt")]) == 2
     assert main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and err[0] == f"error: checkpoint {tmp_path / 'missing.pt'} does not exist"
+    assert len(err) == 2 and err[0] == f"error: checkpoint {tmp_path / 'missing.pt'} does not exist."
     assert main(["--help"]) == 0 and "usage: python -m mmengine.inspect CKPT" in capsys.readouterr().out
 
 

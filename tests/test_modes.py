@@ -17,7 +17,7 @@ from mmengine import modes
 from mmengine.config import ConfigError, load_config
 from mmengine.data.stream import open_data, to_device
 from mmengine.errors import UserError
-from mmengine.model import GPT, GPTConfig
+from mmengine.model import GPT
 from mmengine.transfer import model_config
 
 

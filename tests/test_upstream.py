@@ -13,14 +13,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmengine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from mmengine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_upstream_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from mmengine.data.dataset import DataMeta
 from mmengine.model import GPT, GPTConfig
 from mmengine.upstream import (
     FORMAT_EARLIER_TRAINER,
     FORMAT_MMENGINE,
     FORMAT_NANOGPT,
-    load_upstream_checkpoint,
     map_vocabulary,
     recognise_format,
 )
