@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tokenizer import load_tokenizer
+from .tokenizer import BPE_FILENAME, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ META_FORMAT_VERSION = 1
 DATA_KINDS = ("text", "scores", "spans")
 #: Name of the prepared bundled corpus inside the cache root.
 DEFAULT_DATASET_NAME = "tinyshakespeare-char"
+#: Every file name a data dir holds: what prepare writes, and nanoGPT's train.bin / val.bin / meta.pkl.
+DATA_DIR_FILES = frozenset(
+    {META_FILENAME, META_PKL_FILENAME, BPE_FILENAME}
+    | {f"{split}{suffix}" for split in SPLITS for suffix in (".bin", "_labels.bin", "_offsets.npy", "_scores.npy")}
+)
 
 
 class DataError(ValueError):
@@ -431,6 +436,23 @@ class DataDir:
 
     def __repr__(self) -> str:
         return f"DataDir({str(self.path)!r}, kind={self.meta.kind!r}, vocab_size={self.meta.vocab_size})"
+
+
+def foreign_entries(path) -> list[str]:
+    """Sorted names in the folder ``path`` that no data dir holds: subfolders (shown with a trailing
+    '/') and files outside :data:`DATA_DIR_FILES`."""
+    return sorted(
+        e.name + ("/" if e.is_dir() else "") for e in Path(path).iterdir() if e.is_dir() or e.name not in DATA_DIR_FILES
+    )
+
+
+def is_data_dir(path) -> bool:
+    """True for a folder that holds only data-dir files, a token file among them: one that can be
+    replaced as a whole (``prepare --force``) without deleting anything else."""
+    path = Path(path)
+    if not path.is_dir() or foreign_entries(path):
+        return False
+    return (path / "train.bin").is_file() or (path / "val.bin").is_file()
 
 
 def bundled_corpus_path() -> Path:
