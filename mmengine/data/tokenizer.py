@@ -5,7 +5,7 @@ The special tokens ([MASK], [CLS], [PAD], [SEP]) are not part of a tokenizer: th
 them right after the text vocabulary (see :mod:`mmengine.data.dataset`).
 
 numpy only; the BPE tokenizer needs the optional ``tokenizers`` package (``pip install
-mmengine[bpe]``) and imports it lazily, so the character path works without it.
+mmengine-diffusion[bpe]``) and imports it lazily, so the character path works without it.
 """
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def _require_tokenizers():
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise TokenizerError(
             "the BPE tokenizer needs the 'tokenizers' package; install it with "
-            "`pip install tokenizers` (or `pip install mmengine[bpe]`)"
+            "`pip install tokenizers` (or `pip install mmengine-diffusion[bpe]`)"
         ) from e
     return tokenizers
 
