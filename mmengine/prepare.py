@@ -607,6 +607,8 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="python -m mmengine.prepare",
         description="Tokenize text files (or labelled .jsonl files) into an mmengine data dir.",
     )
+    # A bad argument is one line and exit 2 like every other mistake (argparse prints its usage first).
+    ap.error = lambda message: ap.exit(2, f"error: {message} (see --help)\n")
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or .jsonl files with text+score or text+spans")
     ap.add_argument("--out", required=True, metavar="DIR", help="data dir to create")
     ap.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="char (default) or byte-level bpe")
