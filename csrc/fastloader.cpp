@@ -145,16 +145,18 @@ OutType check_out_dtype(const py::object& dtype_arg) {
     } catch (py::error_already_set&) {
         throw py::type_error("dtype must be int64, int32 or uint16, got " + describe(dtype_arg));
     }
-    const std::string shown = py::str(dt).cast<std::string>();
-    const bool sized = (dt.kind() == 'i' && (dt.itemsize() == 8 || dt.itemsize() == 4)) ||
-                       (dt.kind() == 'u' && dt.itemsize() == 2);
+    const char kind = dt.kind();
+    const auto size = dt.itemsize();
+    const bool sized = (kind == 'i' && (size == 8 || size == 4)) || (kind == 'u' && size == 2);
+    // str(dtype) runs Python code in numpy (microseconds): only on the way to an error
     if (sized && dt.byteorder() == '>')
-        throw py::type_error("dtype must be in native byte order, got big-endian " + shown +
+        throw py::type_error("dtype must be in native byte order, got big-endian " +
+                             py::str(dt).cast<std::string>() +
                              " (the outputs are written in native order)");
-    if (dt.kind() == 'i' && dt.itemsize() == 8) return OutType::I64;
-    if (dt.kind() == 'i' && dt.itemsize() == 4) return OutType::I32;
-    if (dt.kind() == 'u' && dt.itemsize() == 2) return OutType::U16;
-    throw py::type_error("dtype must be int64, int32 or uint16, got " + shown);
+    if (kind == 'i' && size == 8) return OutType::I64;
+    if (kind == 'i' && size == 4) return OutType::I32;
+    if (kind == 'u' && size == 2) return OutType::U16;
+    throw py::type_error("dtype must be int64, int32 or uint16, got " + py::str(dt).cast<std::string>());
 }
 
 int64_t check_block_size(const py::handle& arg) {
