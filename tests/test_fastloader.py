@@ -520,15 +520,22 @@ FUZZ_SCRIPT = textwrap.dedent(
     EXPECTED = (TypeError, ValueError, IndexError, MemoryError)
     def rand_ints(n, lo, hi):
         return rng.integers(lo, hi, size=n, dtype=np.int64)
-    def rand_block(n):  # mostly plausible, sometimes extreme (overflow bait)
+    JUNK = [3.7, "8", True, None, np.float64(2.0), 2**70, -2**70, np.True_, [1], np.array([2, 3])]
+    def rand_block(n):  # mostly plausible, sometimes extreme (overflow bait) or not an integer at all
         if rng.random() < 0.05:
             return int(rng.choice([2**40, 2**62, 2**63 - 1, -2**63]))
+        if rng.random() < 0.03:
+            return JUNK[rng.integers(0, len(JUNK))]
         return int(rng.integers(-2, n + 3))
     def rand_tokens():
         n = int(rng.integers(0, 300))
         kind = rng.integers(0, 6)
         dtype = [np.uint16, np.uint32, np.int64, np.uint8, np.float32, np.uint16][kind]
         a = rng.integers(0, 5, size=2 * n + 1).astype(dtype)
+        if rng.random() < 0.03:
+            return np.ma.masked_array(a[:n], mask=rng.random(n) < 0.5)
+        if rng.random() < 0.03:
+            return a[:n].astype(a.dtype.newbyteorder(">"))
         return a[::2] if rng.random() < 0.1 else a[:n]
     calls = 0
     for _ in range(3000):
@@ -538,17 +545,18 @@ FUZZ_SCRIPT = textwrap.dedent(
             which = rng.integers(0, 3)
             if which == 0:
                 F.paragraph_starts(t, rand_ints(int(rng.integers(0, 4)), -2, 6), rand_block(n),
-                                   threads=int(rng.integers(-1, 9)))
+                                   threads=rand_block(9))
             elif which == 1:
                 F.gather_windows(t, rand_ints(int(rng.integers(0, 9)), -5, n + 5), rand_block(n),
-                                 shift=bool(rng.integers(0, 2)), dtype=["int64", "int32", "uint16", "float32"][rng.integers(0, 4)],
-                                 threads=int(rng.integers(-1, 9)))
+                                 shift=[True, False, 1, "yes"][rng.integers(0, 4)],
+                                 dtype=["int64", "int32", "uint16", "float32", ">i8", None][rng.integers(0, 6)],
+                                 threads=rand_block(9))
             else:
                 offs = np.sort(rand_ints(int(rng.integers(0, 6)), -2, n + 3))
                 if rng.random() < 0.3:
                     rng.shuffle(offs)
                 F.gather_documents(t, offs, rand_ints(int(rng.integers(0, 6)), -2, 7), rand_block(11),
-                                   cls_id=int(rng.integers(-2, 70000)), pad_id=int(rng.integers(-2, 70000)),
+                                   cls_id=rand_block(70000), pad_id=rand_block(70000),
                                    dtype=["int64", "int32", "uint16"][rng.integers(0, 3)])
             calls += 1
         except EXPECTED:
