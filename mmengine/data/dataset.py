@@ -279,9 +279,9 @@ class DataDir:
         Token files: whole items of ``token_dtype``, as many tokens as meta.json counts (when it
         does), every id a text id (< ``text_vocab_size``). "spans" data: one label per token, each
         -1 or a class < ``num_token_classes``. "scores" data: offsets and scores (see
-        :meth:`documents`). One numpy reduction per file at memory speed (about 7 ms per 100M
-        uint16 tokens in the page cache, 2-core VM); nothing is cached, so a file replaced later
-        is checked again at the next open.
+        :meth:`documents`). One numpy reduction per file at memory speed (about 10 ms per 100M
+        uint16 tokens in the page cache, measured on a 2-core VM); nothing is cached, so a file
+        replaced later is checked again at the next open.
         """
         declared_by = self._vocab_source()
         text_vocab = self.meta.text_vocab_size
