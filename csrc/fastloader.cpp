@@ -6,6 +6,10 @@
 // the loops in loader_kernels.h on raw pointers, writing straight into the numpy buffers (no
 // copy on the way out). Semantics are documented in mmengine/data/reference.py, which holds
 // numpy implementations of the same three functions.
+//
+// Scalar arguments arrive as Python objects and are checked here rather than by pybind11's
+// casters, which would take True as 1 and give a multi-line signature dump for 3.7 or "8":
+// every mistake is one TypeError / ValueError sentence naming the argument.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -15,6 +19,7 @@
 #include <limits>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "loader_kernels.h"
@@ -36,14 +41,69 @@ enum class OutType { I64, I32, U16 };
 
 std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-// tokens must be a 1-D, C-contiguous, aligned uint16 / uint32 array: never copied or converted,
-// so a mistake is a TypeError rather than a silent multi-GB copy.
+std::string describe(const py::handle& v) {
+    return py::repr(v).cast<std::string>() + " (" + Py_TYPE(v.ptr())->tp_name + ")";
+}
+
+// A masked array is an ndarray subclass whose mask the loops would never look at: a masked
+// token or start would be read as whatever value sits under the mask. Plain ndarrays (the hot
+// path) are told apart by one pointer compare; numpy.ma is imported lazily by numpy, so when
+// sys.modules lacks it no argument can be a masked array.
+void refuse_masked(const py::handle& a, const char* name) {
+    if (Py_TYPE(a.ptr()) == py::detail::npy_api::get().PyArray_Type_) return;
+    PyObject* ma = PyDict_GetItemString(PyImport_GetModuleDict(), "numpy.ma");  // borrowed
+    if (ma == nullptr) return;
+    const py::object masked = py::reinterpret_borrow<py::object>(ma).attr("MaskedArray");
+    if (py::isinstance(a, masked))
+        throw py::type_error(std::string(name) +
+                             " is a masked array, whose mask the loader would ignore: pass "
+                             "np.ma.filled(...) or .data explicitly, or drop the masked entries");
+}
+
+// An integer argument: a Python int or a numpy integer (whatever operator.index takes), never
+// a bool, float or str. Converting those (int(3.7) == 3, int("8") == 8, True == 1) would run
+// with a value nobody wrote, so they are a TypeError naming the argument.
+int64_t int_arg(const py::handle& v, const char* name) {
+    const char* type_name = Py_TYPE(v.ptr())->tp_name;
+    const bool is_bool = PyBool_Check(v.ptr()) || std::strcmp(type_name, "numpy.bool") == 0 ||
+                         std::strcmp(type_name, "numpy.bool_") == 0;
+    PyObject* index = is_bool ? nullptr : PyNumber_Index(v.ptr());
+    if (index == nullptr) {
+        PyErr_Clear();
+        throw py::type_error(std::string(name) + " must be an integer, got " + describe(v));
+    }
+    int overflow = 0;
+    const long long value = PyLong_AsLongLongAndOverflow(index, &overflow);
+    Py_DECREF(index);
+    if (overflow != 0)
+        throw py::value_error(std::string(name) + " must fit in int64, got " + describe(v));
+    return static_cast<int64_t>(value);
+}
+
+// A flag: True / False (numpy's bools too), not any object with a truth value ("no" is true).
+bool bool_arg(const py::handle& v, const char* name) {
+    if (v.ptr() == Py_True) return true;
+    if (v.ptr() == Py_False) return false;
+    const char* type_name = Py_TYPE(v.ptr())->tp_name;
+    if (std::strcmp(type_name, "numpy.bool") == 0 || std::strcmp(type_name, "numpy.bool_") == 0)
+        return PyObject_IsTrue(v.ptr()) == 1;
+    throw py::type_error(std::string(name) + " must be True or False, got " + describe(v));
+}
+
+// tokens must be a 1-D, C-contiguous, aligned, native-endian uint16 / uint32 array: never
+// copied or converted, so a mistake is a TypeError rather than a silent multi-GB copy.
 TokenType check_tokens(const py::array& tokens) {
+    refuse_masked(tokens, "tokens");
     TokenType type;
     if (py::isinstance<py::array_t<uint16_t>>(tokens)) {
         type = TokenType::U16;
     } else if (py::isinstance<py::array_t<uint32_t>>(tokens)) {
         type = TokenType::U32;
+    } else if (tokens.dtype().kind() == 'u' && tokens.dtype().byteorder() == '>' &&
+               (tokens.itemsize() == 2 || tokens.itemsize() == 4)) {
+        throw py::type_error("tokens must be native-endian uint16 or uint32, got big-endian dtype " +
+                             dtype_name(tokens) +
+                             " (convert the file once, e.g. tokens.astype(tokens.dtype.newbyteorder('=')))");
     } else {
         throw py::type_error("tokens must be a numpy array of dtype uint16 or uint32, got dtype " +
                              dtype_name(tokens));
@@ -59,40 +119,70 @@ TokenType check_tokens(const py::array& tokens) {
     return type;
 }
 
-void check_index_array(const Int64Array& a, const char* name) {
-    if (a.ndim() != 1)
+// Index arguments (separator, starts, doc_offsets, doc_ids) must already be 1-D C-contiguous
+// native int64 arrays (the Python wrapper converts lists and other integer dtypes by value).
+// Taken as plain objects, because pybind11's array_t caster would turn a masked array into a
+// plain ndarray before refuse_masked could see it.
+Int64Array index_array(const py::object& a, const char* name) {
+    refuse_masked(a, name);
+    if (!Int64Array::check_(a))
+        throw py::type_error(std::string(name) +
+                             " must be a C-contiguous numpy array of native int64, got " +
+                             (py::isinstance<py::array>(a) ? "dtype " + dtype_name(py::reinterpret_borrow<py::array>(a)) + " array"
+                                                           : describe(a)));
+    Int64Array arr = Int64Array::ensure(a);
+    if (arr.ndim() != 1)
         throw py::type_error(std::string(name) + " must be a 1-D int64 array, got " +
-                             std::to_string(a.ndim()) + " dimensions");
+                             std::to_string(arr.ndim()) + " dimensions");
+    return arr;
 }
 
+// The output dtype, in native byte order only: the arrays are written by plain C++ stores.
 OutType check_out_dtype(const py::object& dtype_arg) {
-    const py::dtype dt = py::dtype::from_args(dtype_arg);
-    const bool native = dt.byteorder() != '>';
-    if (native && dt.kind() == 'i' && dt.itemsize() == 8) return OutType::I64;
-    if (native && dt.kind() == 'i' && dt.itemsize() == 4) return OutType::I32;
-    if (native && dt.kind() == 'u' && dt.itemsize() == 2) return OutType::U16;
-    throw py::type_error("dtype must be int64, int32 or uint16, got " +
-                         py::str(dt).cast<std::string>());
+    py::dtype dt;
+    try {
+        dt = py::dtype::from_args(dtype_arg);
+    } catch (py::error_already_set&) {
+        throw py::type_error("dtype must be int64, int32 or uint16, got " + describe(dtype_arg));
+    }
+    const char kind = dt.kind();
+    const auto size = dt.itemsize();
+    const bool sized = (kind == 'i' && (size == 8 || size == 4)) || (kind == 'u' && size == 2);
+    // str(dtype) runs Python code in numpy (microseconds): only on the way to an error
+    if (sized && dt.byteorder() == '>')
+        throw py::type_error("dtype must be in native byte order, got big-endian " +
+                             py::str(dt).cast<std::string>() +
+                             " (the outputs are written in native order)");
+    if (kind == 'i' && size == 8) return OutType::I64;
+    if (kind == 'i' && size == 4) return OutType::I32;
+    if (kind == 'u' && size == 2) return OutType::U16;
+    throw py::type_error("dtype must be int64, int32 or uint16, got " + py::str(dt).cast<std::string>());
 }
 
-int64_t check_block_size(int64_t block_size) {
+int64_t check_block_size(const py::handle& arg) {
+    const int64_t block_size = int_arg(arg, "block_size");
     if (block_size < 1)
         throw py::value_error("block_size must be >= 1, got " + std::to_string(block_size));
     return block_size;
 }
 
-// threads > 0: exactly that many (at most one per unit of work); threads == 0: one thread below
-// `parallel_min` units of work, else min(hardware threads, 4).
-int resolve_threads(int threads, int64_t work, int64_t parallel_min, int64_t units) {
+int64_t check_threads(const py::handle& arg) {
+    const int64_t threads = int_arg(arg, "threads");
     if (threads < 0)
         throw py::value_error("threads must be >= 0 (0 picks a default), got " +
                               std::to_string(threads));
+    return threads;
+}
+
+// threads > 0: exactly that many (at most one per unit of work, at most kMaxThreads);
+// threads == 0: one thread below `parallel_min` units of work, else min(hardware threads, 4).
+int resolve_threads(int64_t threads, int64_t work, int64_t parallel_min, int64_t units) {
     if (threads == 0) {
         if (work < parallel_min) return 1;
         const unsigned hw = std::thread::hardware_concurrency();
-        threads = static_cast<int>(std::min(4u, hw == 0 ? 1u : hw));
+        threads = static_cast<int64_t>(std::min(4u, hw == 0 ? 1u : hw));
     }
-    threads = std::min(threads, kMaxThreads);
+    threads = std::min<int64_t>(threads, kMaxThreads);
     return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, units)));
 }
 
@@ -138,7 +228,7 @@ constexpr bool kMayNarrow =
 // and independent of the thread count.
 template <typename Tok>
 py::array_t<int64_t> paragraph_starts_impl(const py::array& tokens_arr, const Int64Array& separator,
-                                           int64_t block_size, int threads) {
+                                           int64_t block_size, int64_t threads) {
     const Tok* tok = static_cast<const Tok*>(tokens_arr.data());
     const int64_t n = tokens_arr.shape(0);
     const int64_t k = separator.shape(0);
@@ -182,12 +272,13 @@ py::array_t<int64_t> paragraph_starts_impl(const py::array& tokens_arr, const In
     return out;
 }
 
-py::array_t<int64_t> paragraph_starts(const py::array& tokens, const Int64Array& separator,
-                                      int64_t block_size, int threads) {
+py::array_t<int64_t> paragraph_starts(const py::array& tokens, const py::object& separator_arg,
+                                      const py::object& block_size_arg, const py::object& threads_arg) {
     const TokenType type = check_tokens(tokens);
-    check_index_array(separator, "separator");
+    const Int64Array separator = index_array(separator_arg, "separator");
     if (separator.shape(0) == 0) throw py::value_error("separator must not be empty");
-    check_block_size(block_size);
+    const int64_t block_size = check_block_size(block_size_arg);
+    const int64_t threads = check_threads(threads_arg);
     if (type == TokenType::U16)
         return paragraph_starts_impl<uint16_t>(tokens, separator, block_size, threads);
     return paragraph_starts_impl<uint32_t>(tokens, separator, block_size, threads);
@@ -202,12 +293,15 @@ py::array_t<int64_t> paragraph_starts(const py::array& tokens, const Int64Array&
 // A narrowing output (uint32 tokens into int32 / uint16) is allowed only if every copied token
 // fits. The copy then runs row by row, rows split into contiguous per-thread ranges when the
 // batch is large.
-py::object gather_windows(const py::array& tokens, const Int64Array& starts, int64_t block_size,
-                          bool shift, const py::object& dtype, int threads) {
+py::object gather_windows(const py::array& tokens, const py::object& starts_arg,
+                          const py::object& block_size_arg, const py::object& shift_arg,
+                          const py::object& dtype, const py::object& threads_arg) {
     const TokenType tok_type = check_tokens(tokens);
-    check_index_array(starts, "starts");
-    check_block_size(block_size);
+    const Int64Array starts = index_array(starts_arg, "starts");
+    const int64_t block_size = check_block_size(block_size_arg);
+    const bool shift = bool_arg(shift_arg, "shift");
     const OutType out_type = check_out_dtype(dtype);
+    const int64_t threads = check_threads(threads_arg);
     const int64_t n = tokens.shape(0);
     const int64_t extra = shift ? 1 : 0;  // y reads one token past x
     // largest valid start, -1 when none is (written so that a huge block_size cannot overflow)
@@ -260,13 +354,16 @@ py::object gather_windows(const py::array& tokens, const Int64Array& starts, int
 // pad_id ...], lengths[r] = 1 + the number of document tokens copied. Offsets are validated in
 // full (O(n_docs), sequential) and ids one by one, with the GIL held, into a private list of
 // (first token, count) per row that the loop then reads (see gather_windows on why a copy).
-py::tuple gather_documents(const py::array& tokens, const Int64Array& doc_offsets,
-                           const Int64Array& doc_ids, int64_t block_size, int64_t cls_id,
-                           int64_t pad_id, const py::object& dtype) {
+py::tuple gather_documents(const py::array& tokens, const py::object& doc_offsets_arg,
+                           const py::object& doc_ids_arg, const py::object& block_size_arg,
+                           const py::object& cls_id_arg, const py::object& pad_id_arg,
+                           const py::object& dtype) {
     const TokenType tok_type = check_tokens(tokens);
-    check_index_array(doc_offsets, "doc_offsets");
-    check_index_array(doc_ids, "doc_ids");
-    check_block_size(block_size);
+    const Int64Array doc_offsets = index_array(doc_offsets_arg, "doc_offsets");
+    const Int64Array doc_ids = index_array(doc_ids_arg, "doc_ids");
+    const int64_t block_size = check_block_size(block_size_arg);
+    const int64_t cls_id = int_arg(cls_id_arg, "cls_id");
+    const int64_t pad_id = int_arg(pad_id_arg, "pad_id");
     const OutType out_type = check_out_dtype(dtype);
     const int64_t n = tokens.shape(0);
     const int64_t n_offsets = doc_offsets.shape(0);
@@ -305,10 +402,10 @@ py::tuple gather_documents(const py::array& tokens, const Int64Array& doc_offset
     return dispatch(tok_type, out_type, [&](auto tok_tag, auto out_tag) -> py::tuple {
         using Tok = decltype(tok_tag);
         using Out = decltype(out_tag);
-        for (const int64_t v : {cls_id, pad_id}) {
+        for (const auto& [name, v] : {std::pair{"cls_id", cls_id}, std::pair{"pad_id", pad_id}}) {
             if (v < static_cast<int64_t>(std::numeric_limits<Out>::min()) ||
                 v > static_cast<int64_t>(std::numeric_limits<Out>::max()))
-                throw py::value_error((v == cls_id ? "cls_id " : "pad_id ") + std::to_string(v) +
+                throw py::value_error(std::string(name) + " " + std::to_string(v) +
                                       " does not fit in the requested output dtype");
         }
         const Tok* tok = static_cast<const Tok*>(tokens.data());

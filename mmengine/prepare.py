@@ -27,7 +27,9 @@ split when there are two or more and val_fraction > 0). Blank lines are skipped;
 
 The output is written into a temp dir next to ``--out`` and renamed into place at the end, so a
 failure never leaves a half-written data dir and never damages an existing one. A non-empty
-existing ``--out`` is refused unless ``--force`` (and then still when an input lies inside it).
+existing ``--out`` is refused unless ``--force``, and then still unless it is a data dir (only the
+files a data dir holds, train.bin or val.bin among them) with no input inside it: ``--force``
+never deletes anything else. ``--vocab-size`` (BPE) is bounded by ``MAX_BPE_VOCAB`` = 2**20.
 
 Bad input (invalid UTF-8 or JSON, a score outside [0, 1], an overlapping or out-of-range span, a
 label >= the number of classes, ...) raises :class:`PrepareError` naming the file and line; the CLI
@@ -51,9 +53,25 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .data.dataset import (
+    META_FILENAME,
+    META_PKL_FILENAME,
+    SPLITS,
+    DataMeta,
+    _make_world_readable,
+    foreign_entries,
+    is_data_dir,
+)
+from .data.tokenizer import (
+    BPE_FILENAME,
+    MAX_BPE_VOCAB,
+    BPETokenizer,
+    CharTokenizer,
+    TokenizerError,
+    check_bpe_vocab_size,
+    separator_ids,
+)
 from .errors import UserError
-from .data.dataset import META_FILENAME, META_PKL_FILENAME, SPLITS, DataMeta, _make_world_readable
-from .data.tokenizer import BPE_FILENAME, BPETokenizer, CharTokenizer, TokenizerError, separator_ids
 
 logger = logging.getLogger(__name__)
 
@@ -161,9 +179,11 @@ def _write_meta(out: Path, meta: DataMeta, tok) -> None:
 def atomic_output_dir(out_dir, *, force: bool = False, keep: Sequence = ()):
     """Yield a temp dir next to ``out_dir``; on success it replaces ``out_dir`` by rename.
 
-    An existing non-empty ``out_dir`` is refused unless ``force``; with ``force`` the old dir is
-    moved aside first and deleted only after the new one is in place, so it must not hold any of
-    the ``keep`` paths (the inputs). On any error the temp dir is removed and ``out_dir`` is untouched.
+    An existing non-empty ``out_dir`` is refused unless ``force``; with ``force`` it must be a data
+    dir (only data-dir files, see :func:`~mmengine.data.dataset.is_data_dir`; a symbolic link or any
+    other folder is refused, whatever it holds), it is moved aside first and deleted only after the
+    new one is in place, and it must not hold any of the ``keep`` paths (the inputs). On any error
+    the temp dir is removed and ``out_dir`` is untouched.
     """
     out = Path(out_dir)
     if out.exists():
@@ -175,6 +195,14 @@ def atomic_output_dir(out_dir, *, force: bool = False, keep: Sequence = ()):
             for p in keep:
                 if Path(p).resolve().is_relative_to(out.resolve()):
                     raise PrepareError(f"input {p} lies inside --out {out}, which --force would delete; move it out first")
+            if out.is_symlink():
+                raise PrepareError(f"--out {out} is a symbolic link; --force replaces only a data dir itself, not a link to one")
+            if not is_data_dir(out):
+                foreign = foreign_entries(out)
+                held = f"it holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}" if foreign else "it has no train.bin or val.bin"
+                raise PrepareError(
+                    f"--force replaces only a data dir or an empty folder, and {out} is neither ({held}); nothing was deleted"
+                )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -271,6 +299,14 @@ def prepare_text(
 ) -> DataMeta:
     """Prepare plain text files into ``out_dir`` atomically (see the module docstring). Returns its DataMeta."""
     _check_val_fraction(val_fraction)
+    # Arguments first, before a temp dir exists: the BPE trainer aborts the process on a huge size.
+    if not _is_int(seed) or seed < 0:
+        raise PrepareError(f"--seed must be a non-negative integer, got {seed!r}")
+    if tokenizer == "bpe" and vocab_size is not None:
+        try:
+            check_bpe_vocab_size(vocab_size)
+        except TokenizerError as e:
+            raise PrepareError(str(e)) from None
     with atomic_output_dir(out_dir, force=force, keep=inputs) as tmp:
         return write_text_data(
             inputs, tmp, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
@@ -457,6 +493,8 @@ def write_jsonl_data(
         raise PrepareError("no input files given")
     if num_classes is not None and (not _is_int(num_classes) or num_classes < 2):
         raise PrepareError(f"--num-classes must be an integer >= 2, got {num_classes!r}")
+    if not _is_int(seed) or seed < 0:
+        raise PrepareError(f"--seed must be a non-negative integer, got {seed!r}")
     kind, texts, payloads, where = _read_records(inputs)
     n_classes = _span_classes(payloads, where, num_classes) if kind == "spans" else None
     total_chars = sum(len(t) for t in texts)
@@ -527,6 +565,14 @@ def prepare_jsonl(
 ) -> DataMeta:
     """Prepare labelled JSONL files ({"text", "score"} or {"text", "spans"}) into ``out_dir`` atomically."""
     _check_val_fraction(val_fraction)
+    # Arguments first, before a temp dir exists: the BPE trainer aborts the process on a huge size.
+    if not _is_int(seed) or seed < 0:
+        raise PrepareError(f"--seed must be a non-negative integer, got {seed!r}")
+    if tokenizer == "bpe" and vocab_size is not None:
+        try:
+            check_bpe_vocab_size(vocab_size)
+        except TokenizerError as e:
+            raise PrepareError(str(e)) from None
     with atomic_output_dir(out_dir, force=force, keep=inputs) as tmp:
         return write_jsonl_data(
             inputs, tmp, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
@@ -562,14 +608,19 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="python -m mmengine.prepare",
         description="Tokenize text files (or labelled .jsonl files) into an mmengine data dir.",
     )
+    # A bad argument is one line and exit 2 like every other mistake (argparse prints its usage first).
+    ap.error = lambda message: ap.exit(2, f"error: {message} (see --help)\n")
     ap.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or .jsonl files with text+score or text+spans")
     ap.add_argument("--out", required=True, metavar="DIR", help="data dir to create")
     ap.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="char (default) or byte-level bpe")
-    ap.add_argument("--vocab-size", type=int, default=None, help=f"BPE vocabulary size (default {DEFAULT_BPE_VOCAB})")
+    ap.add_argument(
+        "--vocab-size", type=int, default=None,
+        help=f"BPE vocabulary size, 257 to {MAX_BPE_VOCAB} (default {DEFAULT_BPE_VOCAB})",
+    )
     ap.add_argument("--val-fraction", type=float, default=0.1, help="share of text/documents for validation (default 0.1)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the document split for JSONL inputs (default 0)")
     ap.add_argument("--num-classes", type=int, default=None, help="number of label classes for span data (default: max label + 1)")
-    ap.add_argument("--force", action="store_true", help="replace a non-empty existing --out dir")
+    ap.add_argument("--force", action="store_true", help="replace an existing data dir at --out (nothing else is ever deleted)")
     bar = ap.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")

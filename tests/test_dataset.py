@@ -2,8 +2,8 @@
 import json
 import os
 import pickle
-import subprocess
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -195,7 +195,7 @@ def test_scores_dir_documents_checked(tmp_path):
 
     prepare_jsonl([p], tmp_path / "d")
     dd = DataDir.open(tmp_path / "d")
-    toks, offs, scores = dd.documents("train")
+    _, offs, scores = dd.documents("train")
     assert len(offs) == len(scores) + 1
     good_offs, good_scores = offs.copy(), scores.copy()
     np.save(tmp_path / "d" / "train_scores.npy", np.zeros(1, dtype=np.float32))
@@ -211,6 +211,148 @@ def test_scores_dir_documents_checked(tmp_path):
     os.remove(tmp_path / "d" / "train_offsets.npy")
     with pytest.raises(DataError, match="no train_offsets.npy"):
         dd.documents("train")
+
+
+# ----------------------------------------------------------------------------- checks at open time
+
+
+def _prepared(tmp_path, text="hello there\n\ngeneral kenobi\n\n" * 4):
+    prepare_text([_txt(tmp_path, text)], tmp_path / "d")
+    return tmp_path / "d", json.loads((tmp_path / "d" / "meta.json").read_text())
+
+
+def _poke(path: Path, dtype, position: int, value: int) -> None:
+    tokens = np.fromfile(path, dtype=dtype)
+    tokens[position] = value
+    tokens.tofile(path)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_open_names_a_token_id_beyond_the_vocabulary(tmp_path, split):
+    d, meta = _prepared(tmp_path)
+    tv = meta["text_vocab_size"]
+    _poke(d / f"{split}.bin", np.uint16, 3, tv + 20)
+    with pytest.raises(DataError, match=rf"{split}.bin holds token id {tv + 20} \(token 3\): outside the {tv} text ids "
+                       rf"\(0 to {tv - 1}\) that meta.json declares"):
+        DataDir.open(d)
+    DataDir.open(d, verify=False)  # the caller's choice: metadata only
+
+
+def test_open_names_a_special_id_inside_a_token_file(tmp_path):
+    d, meta = _prepared(tmp_path)
+    _poke(d / "train.bin", np.uint16, 0, meta["special_ids"]["[MASK]"])
+    with pytest.raises(DataError, match=r"the id of \[MASK\], which token files never hold"):
+        DataDir.open(d)
+
+
+def test_open_checks_the_last_token_of_a_large_file(tmp_path, monkeypatch):
+    # the position is found in the slice that fails, also past the first slice
+    from mmengine.data import dataset
+
+    monkeypatch.setattr(dataset, "_CHECK_SLICE", 7)
+    d, meta = _prepared(tmp_path)
+    n = meta["counts"]["train_tokens"]
+    _poke(d / "train.bin", np.uint16, n - 1, 65535)
+    with pytest.raises(DataError, match=rf"token id 65535 \(token {n - 1}\)"):
+        DataDir.open(d)
+
+
+def test_open_refuses_an_odd_sized_or_truncated_token_file(tmp_path):
+    d, _ = _prepared(tmp_path)
+    with open(d / "train.bin", "ab") as f:
+        f.write(b"\x00")
+    with pytest.raises(DataError, match=r"train.bin has \d+ bytes, not a multiple of the uint16 item size 2"):
+        DataDir.open(d)
+    data = (d / "train.bin").read_bytes()
+    (d / "train.bin").write_bytes(data[:-3])  # whole tokens again, two fewer than meta.json counts
+    with pytest.raises(DataError, match=r"train.bin holds \d+ tokens but meta.json counts \d+: the file was truncated"):
+        DataDir.open(d)
+
+
+def test_open_refuses_separator_ids_outside_the_vocabulary(tmp_path):
+    d, meta = _prepared(tmp_path)
+    tv = meta["text_vocab_size"]
+    for bad, message in [
+        ([0, tv], rf"meta.json: separator id {tv} is outside the text vocabulary \[0, {tv}\)"),
+        ([-1], r"separator id -1 is outside"),
+        ([meta["special_ids"]["[SEP]"]], "is outside the text vocabulary"),
+        (["\n"], "separator_ids must be a list of token ids"),
+        ([True], "separator_ids must be a list of token ids"),
+        ("\n\n", "separator_ids must be a list of token ids"),
+    ]:
+        meta["separator_ids"] = bad
+        (d / "meta.json").write_text(json.dumps(meta))
+        with pytest.raises(DataError, match=message):
+            DataDir.open(d)
+
+
+def test_nanogpt_dir_ids_and_separator_checked_against_meta_pkl(tmp_path):
+    chars = make_nanogpt_dir(tmp_path / "ng", "abc\nabc" * 10)
+    _poke(tmp_path / "ng" / "val.bin", np.uint16, 1, len(chars))
+    with pytest.raises(DataError, match=rf"val.bin holds token id {len(chars)} .* that meta.pkl declares"):
+        DataDir.open(tmp_path / "ng")
+    with open(tmp_path / "ng" / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "stoi": {"\n": 99}}, f)
+    with pytest.raises(DataError, match=r"meta.pkl maps '\\n' to 99, not a text id in \[0, 4\)"):
+        DataDir.open(tmp_path / "ng")
+
+
+def test_dir_without_metadata_checked_against_the_given_vocab_size(tmp_path):
+    make_nanogpt_dir(tmp_path / "ng", "abcd" * 10, with_pkl=False)
+    DataDir.open(tmp_path / "ng", vocab_size=4)
+    with pytest.raises(DataError, match=r"holds token id 3 .* that vocab_size=3 declares"):
+        DataDir.open(tmp_path / "ng", vocab_size=3)  # the wrong size is caught, not an embedding IndexError
+
+
+@pytest.mark.parametrize("label, shown", [(2, 2), (-2, -2), (32767, 32767)])
+def test_open_refuses_labels_outside_the_classes(tmp_path, label, shown):
+    from mmengine.prepare import prepare_jsonl
+
+    p = tmp_path / "s.jsonl"
+    p.write_text("\n".join(json.dumps({"text": t, "spans": [[0, 1, 1]]}) for t in ["aa", "bbb", "cc", "dd"]))
+    prepare_jsonl([p], tmp_path / "d")
+    DataDir.open(tmp_path / "d")
+    _poke(tmp_path / "d" / "train_labels.bin", np.int16, 1, label)
+    with pytest.raises(DataError, match=rf"train_labels.bin holds label {shown} \(token 1\): .* \[0, 2\)"):
+        DataDir.open(tmp_path / "d")
+    os.remove(tmp_path / "d" / "train_labels.bin")
+    with pytest.raises(DataError, match="no train_labels.bin"):
+        DataDir.open(tmp_path / "d")
+
+
+def test_open_checks_documents_of_scores_data(tmp_path):
+    from mmengine.prepare import prepare_jsonl
+
+    p = tmp_path / "s.jsonl"
+    p.write_text("\n".join(json.dumps({"text": t, "score": 0.5}) for t in ["aa", "bbb", "c", "dd"]))
+    prepare_jsonl([p], tmp_path / "d")
+    np.save(tmp_path / "d" / "val_scores.npy", np.full(1, 2.0, dtype=np.float32))
+    with pytest.raises(DataError, match=r"val_scores.npy .* outside \[0, 1\]"):
+        DataDir.open(tmp_path / "d")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(-3, 12), max_size=40),
+    low=st.integers(-2, 1),
+    high=st.integers(0, 11),
+    dtype=st.sampled_from([np.int16, np.int64]),
+    slice_size=st.integers(1, 9),
+)
+def test_first_outside_matches_a_plain_search(values, low, high, dtype, slice_size):
+    from mmengine.data import dataset
+
+    a = np.asarray(values, dtype=dtype)
+    expected = next(((i, v) for i, v in enumerate(values) if not low <= v < high), None)
+    old = dataset._CHECK_SLICE
+    dataset._CHECK_SLICE = slice_size
+    try:
+        assert dataset._first_outside(a, low, high) == expected
+        u = np.asarray([v for v in values if v >= 0], dtype=np.uint16)
+        expected_u = next(((i, int(v)) for i, v in enumerate(u) if not low <= v < high), None)
+        assert dataset._first_outside(u, low, high) == expected_u
+    finally:
+        dataset._CHECK_SLICE = old
 
 
 # ----------------------------------------------------------------------------- tokenizers
@@ -332,6 +474,6 @@ def test_numpy_only_imports():
         "mmengine.data.corruption, mmengine.metrics, mmengine.data.tokenizer; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 0, r.stderr

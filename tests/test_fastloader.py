@@ -163,6 +163,129 @@ def test_extension_itself_rejects_lists_and_wrong_index_dtypes():
         _fastloader.gather_windows(tokens, np.zeros(4, np.int64)[::2], 1)
 
 
+# --- scalar and array arguments are taken as written, never coerced ------------------------------
+
+_TOK = np.arange(40, dtype=np.uint16)
+
+# (function, the argument, a call with that argument set to v): every integer argument of every
+# function, called through the wrapper
+INT_ARGS = [
+    ("paragraph_starts", "block_size", lambda v: fl.paragraph_starts(_TOK, [0], v)),
+    ("paragraph_starts", "threads", lambda v: fl.paragraph_starts(_TOK, [0], 4, threads=v)),
+    ("gather_windows", "block_size", lambda v: fl.gather_windows(_TOK, [0], v)),
+    ("gather_windows", "threads", lambda v: fl.gather_windows(_TOK, [0], 4, threads=v)),
+    ("gather_documents", "block_size", lambda v: fl.gather_documents(_TOK, [0, 9], [0], v, cls_id=1, pad_id=2)),
+    ("gather_documents", "cls_id", lambda v: fl.gather_documents(_TOK, [0, 9], [0], 4, cls_id=v, pad_id=2)),
+    ("gather_documents", "pad_id", lambda v: fl.gather_documents(_TOK, [0, 9], [0], 4, cls_id=1, pad_id=v)),
+]
+INT_ARG_IDS = [f"{f}-{a}" for f, a, _ in INT_ARGS]
+
+
+@pytest.mark.parametrize("function, name, call", INT_ARGS, ids=INT_ARG_IDS)
+@pytest.mark.parametrize("bad", [3.7, 3.0, "8", True, False, np.True_, np.float64(3.0), None, [3], np.array([3])])
+def test_integer_arguments_refuse_non_integers(function, name, call, bad):
+    """The issue's cases: 3.7 ran as 3, '8' as 8 and True as 1. Each is now one sentence naming the argument."""
+    with pytest.raises(TypeError, match=rf"^{name} must be an integer, got "):
+        call(bad)
+
+
+@pytest.mark.parametrize("function, name, call", INT_ARGS, ids=INT_ARG_IDS)
+def test_integer_arguments_take_python_and_numpy_integers(function, name, call):
+    expected = call(3)
+    for ok in (np.int64(3), np.int32(3), np.uint8(3), np.array(3)):
+        got = call(ok)
+        for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+            np.testing.assert_array_equal(g, e)
+    with pytest.raises(ValueError, match=rf"^{name} must fit in int64"):
+        call(2**70)
+
+
+@pytest.mark.parametrize("bad", [1, 0, "no", None, 1.0, np.int64(1)])
+def test_shift_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="^shift must be True or False"):
+        fl.gather_windows(_TOK, [0], 4, shift=bad)
+    _, y = fl.gather_windows(_TOK, [0], 4, shift=np.True_)
+    assert y.tolist() == [[1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: fl.paragraph_starts(t, [0], 4),
+        lambda t: fl.gather_windows(t, [0], 4),
+        lambda t: fl.gather_documents(t, [0, 9], [0], 4, cls_id=1, pad_id=2),
+    ],
+    ids=["paragraph_starts", "gather_windows", "gather_documents"],
+)
+def test_masked_and_big_endian_tokens_are_refused(call):
+    masked = np.ma.masked_array(_TOK, mask=_TOK % 2 == 0)
+    with pytest.raises(TypeError, match="tokens is a masked array"):
+        call(masked)
+    with pytest.raises(TypeError, match="tokens is a masked array"):
+        call(np.ma.masked_array(_TOK))  # even with nothing masked: the caller meant a mask
+    for big in (_TOK.astype(">u2"), _TOK.astype(">u4")):
+        with pytest.raises(TypeError, match=r"native-endian uint16 or uint32, got big-endian dtype >u[24]"):
+            call(big)
+
+
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("separator", lambda a: fl.paragraph_starts(_TOK, a, 4)),
+        ("starts", lambda a: fl.gather_windows(_TOK, a, 4)),
+        ("doc_offsets", lambda a: fl.gather_documents(_TOK, a, [0], 4, cls_id=1, pad_id=2)),
+        ("doc_ids", lambda a: fl.gather_documents(_TOK, [0, 0, 9], a, 4, cls_id=1, pad_id=2)),
+    ],
+)
+def test_masked_index_arrays_are_refused(name, call):
+    values = [0, 9] if name == "doc_offsets" else [1]
+    for dtype in (np.int64, np.int32):
+        with pytest.raises(TypeError, match=f"^{name} is a masked array"):
+            call(np.ma.masked_array(np.array(values, dtype=dtype), mask=[True] + [False] * (len(values) - 1)))
+    raw = {  # the extension itself refuses them too (pybind11 would have stripped the mask)
+        "separator": lambda a: _fastloader.paragraph_starts(_TOK, a, 4),
+        "starts": lambda a: _fastloader.gather_windows(_TOK, a, 4),
+        "doc_offsets": lambda a: _fastloader.gather_documents(_TOK, a, np.zeros(1, np.int64), 4, cls_id=1, pad_id=2),
+        "doc_ids": lambda a: _fastloader.gather_documents(_TOK, np.array([0, 0, 9]), a, 4, cls_id=1, pad_id=2),
+    }[name]
+    with pytest.raises(TypeError, match=f"^{name} is a masked array"):
+        raw(np.ma.masked_array(np.array(values, dtype=np.int64)))
+
+
+def test_big_endian_index_arrays_are_read_by_value():
+    starts = np.array([3, 7], dtype=">i8")
+    np.testing.assert_array_equal(fl.gather_windows(_TOK, starts, 2), [[3, 4], [7, 8]])
+    sep = np.array([5], dtype=">u4")
+    np.testing.assert_array_equal(fl.paragraph_starts(_TOK, sep, 2), paragraph_starts_reference(_TOK, [5], 2))
+    x, _ = fl.gather_documents(_TOK, np.array([0, 4, 9], dtype=">i4"), np.array([1], dtype=">u2"), 3, cls_id=1, pad_id=2)
+    assert x.tolist() == [[1, 4, 5]]
+
+
+def test_index_values_beyond_int64_are_named_not_wrapped():
+    with pytest.raises(ValueError, match=r"starts holds 18446744073709551615"):
+        fl.gather_windows(_TOK, np.array([2**64 - 1], dtype=np.uint64), 2)  # would wrap to -1
+    with pytest.raises(ValueError, match="starts holds an integer that does not fit in int64"):
+        fl.gather_windows(_TOK, [2**70], 2)
+    with pytest.raises(TypeError, match="starts must hold integers, got dtype bool"):
+        fl.gather_windows(_TOK, [True], 2)
+
+
+@pytest.mark.parametrize("dtype", [">i8", ">i4", ">u2", np.dtype(np.int64).newbyteorder(">")])
+def test_big_endian_output_dtype_is_refused_not_replaced_by_native(dtype):
+    with pytest.raises(TypeError, match="dtype must be in native byte order, got big-endian"):
+        fl.gather_windows(_TOK, [0], 2, dtype=dtype)
+    with pytest.raises(TypeError, match="dtype must be in native byte order, got big-endian"):
+        fl.gather_documents(_TOK, [0, 9], [0], 4, cls_id=1, pad_id=2, dtype=dtype)
+    for native in ("<i8", "=i8", np.int64, "int64"):
+        assert fl.gather_windows(_TOK, [0], 2, dtype=native).dtype == np.dtype("=i8")
+
+
+@pytest.mark.parametrize("bad", ["foo", None, float, "float32", "uint32"])
+def test_bad_output_dtype_is_one_sentence(bad):
+    with pytest.raises(TypeError, match="^dtype must be int64, int32 or uint16, got "):
+        fl.gather_windows(_TOK, [0], 2, dtype=bad)
+
+
 # --- gather_windows ------------------------------------------------------------------------------
 
 
@@ -397,15 +520,22 @@ FUZZ_SCRIPT = textwrap.dedent(
     EXPECTED = (TypeError, ValueError, IndexError, MemoryError)
     def rand_ints(n, lo, hi):
         return rng.integers(lo, hi, size=n, dtype=np.int64)
-    def rand_block(n):  # mostly plausible, sometimes extreme (overflow bait)
+    JUNK = [3.7, "8", True, None, np.float64(2.0), 2**70, -2**70, np.True_, [1], np.array([2, 3])]
+    def rand_block(n):  # mostly plausible, sometimes extreme (overflow bait) or not an integer at all
         if rng.random() < 0.05:
             return int(rng.choice([2**40, 2**62, 2**63 - 1, -2**63]))
+        if rng.random() < 0.03:
+            return JUNK[rng.integers(0, len(JUNK))]
         return int(rng.integers(-2, n + 3))
     def rand_tokens():
         n = int(rng.integers(0, 300))
         kind = rng.integers(0, 6)
         dtype = [np.uint16, np.uint32, np.int64, np.uint8, np.float32, np.uint16][kind]
         a = rng.integers(0, 5, size=2 * n + 1).astype(dtype)
+        if rng.random() < 0.03:
+            return np.ma.masked_array(a[:n], mask=rng.random(n) < 0.5)
+        if rng.random() < 0.03:
+            return a[:n].astype(a.dtype.newbyteorder(">"))
         return a[::2] if rng.random() < 0.1 else a[:n]
     calls = 0
     for _ in range(3000):
@@ -415,17 +545,18 @@ FUZZ_SCRIPT = textwrap.dedent(
             which = rng.integers(0, 3)
             if which == 0:
                 F.paragraph_starts(t, rand_ints(int(rng.integers(0, 4)), -2, 6), rand_block(n),
-                                   threads=int(rng.integers(-1, 9)))
+                                   threads=rand_block(9))
             elif which == 1:
                 F.gather_windows(t, rand_ints(int(rng.integers(0, 9)), -5, n + 5), rand_block(n),
-                                 shift=bool(rng.integers(0, 2)), dtype=["int64", "int32", "uint16", "float32"][rng.integers(0, 4)],
-                                 threads=int(rng.integers(-1, 9)))
+                                 shift=[True, False, 1, "yes"][rng.integers(0, 4)],
+                                 dtype=["int64", "int32", "uint16", "float32", ">i8", None][rng.integers(0, 6)],
+                                 threads=rand_block(9))
             else:
                 offs = np.sort(rand_ints(int(rng.integers(0, 6)), -2, n + 3))
                 if rng.random() < 0.3:
                     rng.shuffle(offs)
                 F.gather_documents(t, offs, rand_ints(int(rng.integers(0, 6)), -2, 7), rand_block(11),
-                                   cls_id=int(rng.integers(-2, 70000)), pad_id=int(rng.integers(-2, 70000)),
+                                   cls_id=rand_block(70000), pad_id=rand_block(70000),
                                    dtype=["int64", "int32", "uint16"][rng.integers(0, 3)])
             calls += 1
         except EXPECTED:
@@ -440,7 +571,7 @@ def test_fuzz_random_inputs_never_crash():
     """Random (often invalid) arguments: only the documented exceptions, never a crash."""
     for seed in (0, 1):
         proc = subprocess.run(
-            [sys.executable, "-c", FUZZ_SCRIPT, str(seed)], capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", FUZZ_SCRIPT, str(seed)], check=False, capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout.startswith("ok")
@@ -448,7 +579,7 @@ def test_fuzz_random_inputs_never_crash():
 
 def test_fastloader_does_not_import_torch():
     code = "import sys, mmengine.data.fastloader, mmengine.data.reference, mmengine.data.sampler; assert 'torch' not in sys.modules, 'torch imported'"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -576,7 +707,7 @@ def test_read_only_memmap_works_everywhere_and_tokens_are_read_in_place(tmp_path
         print(peak_mb() - before)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     grew = int(proc.stdout.split()[-1])
     assert grew < 64, f"peak RSS grew by {grew} MB during the calls: the tokens were copied"

@@ -38,7 +38,7 @@ def write_jsonl(p: Path, records) -> Path:
 def run_cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "mmengine.prepare", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd or REPO,
+        check=False, capture_output=True, text=True, cwd=cwd or REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
 
@@ -241,6 +241,69 @@ def test_interrupt_between_the_renames_restores_the_old_dir(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "t.txt", "u.txt"]
 
 
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize(
+    "files, shown",
+    [
+        ({"thesis.tex": "chapter 1", "figures/plot.pdf": "%PDF"}, r"it holds figures/, thesis.tex"),  # the issue's case
+        ({"input.txt": "abc", "prepare.py": "#", "train.bin": "ab", "val.bin": "ab", "meta.pkl": "x"},
+         r"it holds input.txt, prepare.py"),  # nanoGPT's own data folder, with its script and source text
+        ({"train.bin": "ab", "val.bin": "ab", "meta.json": "{}", "notes.md": "mine"}, r"it holds notes.md"),
+        ({"train.bin": "ab", "val.bin": "ab", "ckpt/": None}, r"it holds ckpt/"),
+        ({"meta.json": "{}"}, r"it has no train.bin or val.bin"),
+        ({"a": "1", "b": "2", "c": "3", "d": "4"}, r"it holds a, b, c, \.\.\."),
+    ],
+)
+def test_force_replaces_only_a_data_dir(tmp_path, files, shown):
+    src = write(tmp_path / "t.txt", "hello world")
+    out = tmp_path / "out"
+    for name, text in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).mkdir() if text is None else (out / name).write_text(text)
+    before = _snapshot(tmp_path)
+    with pytest.raises(PrepareError, match=rf"--force replaces only a data dir or an empty folder, and .*out is neither "
+                       rf"\({shown}\); nothing was deleted"):
+        prepare_text([src], out, force=True)
+    assert _snapshot(tmp_path) == before  # no temp dir left either
+
+
+def test_force_replaces_a_nanogpt_dir_and_a_prepared_one(tmp_path):
+    src = write(tmp_path / "t.txt", "hello world")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("train.bin", "val.bin", "meta.pkl"):
+        (out / name).write_bytes(b"\0\0")
+    prepare_text([src], out, force=True)
+    prepare_jsonl([write_jsonl(tmp_path / "s.jsonl", [{"text": "ab", "score": 0.5}, {"text": "cd", "score": 1}])], out,
+                  force=True)
+    assert DataDir.open(out).meta.kind == "scores"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.jsonl", "t.txt"]
+
+
+def test_force_refuses_a_symlink_to_a_data_dir(tmp_path):
+    src = write(tmp_path / "t.txt", "hello world")
+    prepare_text([src], tmp_path / "real")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    before = _snapshot(tmp_path / "real")
+    with pytest.raises(PrepareError, match="is a symbolic link"):
+        prepare_text([src], tmp_path / "link", force=True)
+    assert _snapshot(tmp_path / "real") == before and (tmp_path / "link").is_symlink()
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "0"])
+def test_bad_seed_is_one_sentence(tmp_path, seed):
+    src = write(tmp_path / "t.txt", "hello world")
+    jsonl = write_jsonl(tmp_path / "s.jsonl", [{"text": "ab", "score": 0.5}, {"text": "cd", "score": 1}])
+    for call in (lambda: prepare_text([src], tmp_path / "o", seed=seed),
+                 lambda: prepare_jsonl([jsonl], tmp_path / "o", seed=seed)):
+        with pytest.raises(PrepareError, match=rf"--seed must be a non-negative integer, got {seed!r}"):
+            call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl", "t.txt"]
+
+
 # ----------------------------------------------------------------------------- BPE
 
 
@@ -287,6 +350,33 @@ def test_bpe_vocab_too_small(tmp_path):
     pytest.importorskip("tokenizers")
     with pytest.raises(PrepareError, match="257"):
         prepare_text([write(tmp_path / "t.txt", "abc")], tmp_path / "out", tokenizer="bpe", vocab_size=100)
+
+
+@pytest.mark.parametrize("vocab_size", [10**9, 2**20 + 1, 2**40, 256, True, 300.0])
+def test_bpe_vocab_size_is_bounded_before_anything_is_written(tmp_path, vocab_size):
+    """--vocab-size 1000000000 used to abort the process inside the tokenizers library (SIGABRT on a
+    70.9 GB allocation) and leave a temp dir; now it is refused before a temp dir exists."""
+    from mmengine.data.tokenizer import BPETokenizer, TokenizerError
+
+    src = write(tmp_path / "t.txt", "abc")
+    message = rf"BPE vocab size must be an integer from 257 .* to 1048576 \(2\*\*20\), got {vocab_size!r}"
+    with pytest.raises(PrepareError, match=message):
+        prepare_text([src], tmp_path / "out", tokenizer="bpe", vocab_size=vocab_size)
+    with pytest.raises(PrepareError, match=message):
+        prepare_jsonl([write_jsonl(tmp_path / "s.jsonl", [{"text": "ab", "score": 0.5}])], tmp_path / "out",
+                      tokenizer="bpe", vocab_size=vocab_size)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl", "t.txt"]
+    with pytest.raises(TokenizerError, match=message):
+        BPETokenizer.train(["abc"], vocab_size)
+
+
+def test_bpe_vocab_size_at_the_bound_trains(tmp_path):
+    pytest.importorskip("tokenizers")
+    from mmengine.data.tokenizer import MAX_BPE_VOCAB
+
+    meta = prepare_text([write(tmp_path / "t.txt", "hello world " * 5)], tmp_path / "out", tokenizer="bpe",
+                        vocab_size=MAX_BPE_VOCAB)
+    assert 256 < meta.text_vocab_size < 300  # as many merges as the text has, far below the bound
 
 
 TRICKY_TEXT = "Alpha beta.\n  Gamma\n\ndelta\n\n\n epsilon\nzeta  eta's  x\t\tb 12 cd,e f \u00e9t\u00e9 \u3000g h\n" * 8

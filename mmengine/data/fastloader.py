@@ -7,11 +7,25 @@ Each call releases the GIL while it works and may use a few threads (``threads=0
 default: one thread for small inputs, up to four for large ones); results never depend on
 the thread count.
 
+Arguments are taken as written, never coerced:
+
+* integer arguments (``block_size``, ``threads``, ``cls_id``, ``pad_id``) must be Python or
+  numpy integers: ``3.7``, ``"8"`` or ``True`` is a TypeError naming the argument, not 3, 8 or 1;
+  ``shift`` must be ``True`` or ``False``;
+* ``tokens`` must be in native byte order (a big-endian file mapped as ``">u2"`` is a TypeError:
+  the loops read raw values), and the output ``dtype`` too;
+* index arrays (``separator``, ``starts``, ``doc_offsets``, ``doc_ids``) may have any integer
+  dtype and byte order: they are converted by value to native int64;
+* a masked array (``np.ma``) is a TypeError wherever an array goes, since its mask would be
+  ignored.
+
 The semantics are specified by the numpy versions in :mod:`mmengine.data.reference`.
 This module imports numpy and the extension only (never torch), so it can be embedded in
 numpy-only pipelines.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -23,10 +37,11 @@ except ImportError as exc:  # a source checkout whose extension was never built
         "package with `pip install -e .` (or run from outside the source tree after `pip install .`)"
     ) from exc
 
-__all__ = ["paragraph_starts", "gather_windows", "gather_documents"]
+__all__ = ["gather_documents", "gather_windows", "paragraph_starts"]
 
 
 def _check_tokens(tokens) -> np.ndarray:
+    # dtype, byte order, layout and masked arrays are checked by the extension
     if not isinstance(tokens, np.ndarray):
         raise TypeError(
             f"tokens must be a numpy array (uint16 or uint32, e.g. an np.memmap), got {type(tokens).__name__}"
@@ -38,30 +53,30 @@ def _int64_array(values, name: str) -> np.ndarray:
     """Small index arguments (separator, starts, offsets, ids) may be lists or any int dtype.
 
     Unlike ``tokens`` these are converted: they hold one entry per row or document, so a
-    copy costs little, and callers naturally pass lists or int32 arrays. Floats and other
-    non-integer dtypes are a TypeError.
+    copy costs little, and callers naturally pass lists or int32 arrays. The conversion keeps
+    every value (a big-endian array reads the same numbers); floats, bools, masked arrays and
+    values beyond int64 are a TypeError / ValueError naming the argument.
     """
     if type(values) is np.ndarray and values.dtype == np.int64 and values.ndim == 1 and values.flags.c_contiguous:
         return values  # the per-batch fast path: already what the extension takes
-    arr = np.asarray(values)
+    masked = sys.modules.get("numpy.ma")  # imported lazily by numpy: absent, no masked array exists
+    if masked is not None and isinstance(values, masked.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask the loader would ignore: pass np.ma.filled(...) "
+                        "or .data explicitly, or drop the masked entries")
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise TypeError(f"{name} must be a 1-D sequence of integers: {exc}") from None
     if arr.size and arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "O" and all(isinstance(v, int) and not isinstance(v, bool) for v in arr.flat):
+            raise ValueError(f"{name} holds an integer that does not fit in int64")
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
     if arr.ndim > 1:
         raise TypeError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds {arr.max()}, which does not fit in int64")
     return np.ascontiguousarray(arr.reshape(-1), dtype=np.int64)
 
-
-_DTYPE_NAMES = {np.int64: "int64", np.int32: "int32", np.uint16: "uint16"}
-
-
-def _dtype_name(dtype) -> str:
-    name = _DTYPE_NAMES.get(dtype)
-    if name is not None:
-        return name
-    try:
-        return np.dtype(dtype).name
-    except TypeError as exc:
-        raise TypeError(f"dtype must be int64, int32 or uint16, got {dtype!r}") from exc
 
 
 def paragraph_starts(tokens: np.ndarray, separator, block_size: int, *, threads: int = 0) -> np.ndarray:
@@ -80,9 +95,7 @@ def paragraph_starts(tokens: np.ndarray, separator, block_size: int, *, threads:
         threads: worker threads, 0 for the default.
     """
     sep = _int64_array(separator, "separator")
-    return _fastloader.paragraph_starts(
-        _check_tokens(tokens), sep, int(block_size), threads=int(threads)
-    )
+    return _fastloader.paragraph_starts(_check_tokens(tokens), sep, block_size, threads=threads)
 
 
 def gather_windows(
@@ -98,17 +111,17 @@ def gather_windows(
 
     With ``shift=True`` also returns ``y[i] = tokens[starts[i]+1:starts[i]+block_size+1]``
     (next-token targets) as ``(x, y)``. Outputs have shape (len(starts), block_size) and dtype
-    int64 (default), int32 or uint16; a narrowing dtype raises ValueError if a copied token
-    does not fit. A negative start, or one whose window would read past the end, raises
+    int64 (default), int32 or uint16, native byte order; a narrowing dtype raises ValueError if
+    a copied token does not fit. A negative start, or one whose window would read past the end, raises
     IndexError naming it.
     """
     return _fastloader.gather_windows(
         _check_tokens(tokens),
         _int64_array(starts, "starts"),
-        int(block_size),
-        shift=bool(shift),
-        dtype=_dtype_name(dtype),
-        threads=int(threads),
+        block_size,
+        shift=shift,
+        dtype=dtype,
+        threads=threads,
     )
 
 
@@ -137,8 +150,8 @@ def gather_documents(
         _check_tokens(tokens),
         _int64_array(doc_offsets, "doc_offsets"),
         _int64_array(doc_ids, "doc_ids"),
-        int(block_size),
-        cls_id=int(cls_id),
-        pad_id=int(pad_id),
-        dtype=_dtype_name(dtype),
+        block_size,
+        cls_id=cls_id,
+        pad_id=pad_id,
+        dtype=dtype,
     )

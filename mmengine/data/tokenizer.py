@@ -5,14 +5,14 @@ The special tokens ([MASK], [CLS], [PAD], [SEP]) are not part of a tokenizer: th
 them right after the text vocabulary (see :mod:`mmengine.data.dataset`).
 
 numpy only; the BPE tokenizer needs the optional ``tokenizers`` package (``pip install
-mmengine[bpe]``) and imports it lazily, so the character path works without it.
+mmengine-diffusion[bpe]``) and imports it lazily, so the character path works without it.
 """
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,6 +27,14 @@ _SCAN_CHARS = 1 << 22
 #: BPE pieces of about 4k characters encode ~2x faster than megabyte pieces (measured, 2 cores).
 _BPE_PIECE_CHARS = 1 << 12
 _BPE_SAFE_CUT = re.compile(r"(?<=[a-z]) (?=[a-z])")
+#: Smallest BPE vocabulary: the 256 byte tokens and one merge.
+MIN_BPE_VOCAB = 257
+#: Largest BPE vocabulary ``BPETokenizer.train`` accepts: 2**20, four times the largest vocabularies
+#: in use (~256k). The HF trainer reserves its whole vocabulary up front, a hash map and a list of
+#: about 57 bytes per requested entry (94 MB of address space at 2**20), and aborts the process when that allocation
+#: fails: --vocab-size 1000000000 asked for 70.9 GB and died of SIGABRT, leaving its temp dir. Its
+#: ids are u32, as are our token files, so no bound above 2**32 could work anyway.
+MAX_BPE_VOCAB = 1 << 20
 
 
 def code_points(text: str) -> np.ndarray:
@@ -67,12 +75,12 @@ class CharTokenizer:
         self._lut[codes] = np.arange(len(chars))
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         """Vocabulary = sorted set of the characters of ``text``."""
         return cls.from_texts([text])
 
     @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "CharTokenizer":
+    def from_texts(cls, texts: Iterable[str]) -> CharTokenizer:
         """Vocabulary = the characters of all ``texts``, sorted by code point (as ``sorted(set(...))``)."""
         seen = np.zeros(MAX_CODE_POINT + 1, dtype=bool)
         for text in texts:
@@ -136,7 +144,7 @@ class CharTokenizer:
         return {"type": "char", "chars": list(self.itos)}
 
     @classmethod
-    def from_meta(cls, meta: dict, data_dir: Path | None = None) -> "CharTokenizer":
+    def from_meta(cls, meta: dict, data_dir: Path | None = None) -> CharTokenizer:
         """Inverse of :meth:`to_meta`; also accepts nanoGPT's ``{"itos": {id: ch}}`` / ``{"stoi": ...}``."""
         if "chars" in meta:
             return cls(meta["chars"])
@@ -151,13 +159,23 @@ class CharTokenizer:
         raise TokenizerError("character tokenizer metadata needs 'chars', 'itos' or 'stoi'")
 
 
+def check_bpe_vocab_size(vocab_size) -> int:
+    """``vocab_size`` if it is an integer in [MIN_BPE_VOCAB, MAX_BPE_VOCAB], else TokenizerError saying so."""
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
+        raise TokenizerError(
+            f"BPE vocab size must be an integer from {MIN_BPE_VOCAB} (256 bytes + 1 merge) to {MAX_BPE_VOCAB} (2**20), "
+            f"got {vocab_size!r}"
+        )
+    return vocab_size
+
+
 def _require_tokenizers():
     try:
-        import tokenizers  # noqa: F401
+        import tokenizers
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise TokenizerError(
             "the BPE tokenizer needs the 'tokenizers' package; install it with "
-            "`pip install tokenizers` (or `pip install mmengine[bpe]`)"
+            "`pip install tokenizers` (or `pip install mmengine-diffusion[bpe]`)"
         ) from e
     return tokenizers
 
@@ -174,13 +192,12 @@ class BPETokenizer:
         self._tk = tokenizer
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, *, show_progress: bool = False) -> "BPETokenizer":
-        """Train a byte-level BPE with at most ``vocab_size`` tokens (>= 257: the 256 bytes + 1 merge)."""
+    def train(cls, texts: Iterable[str], vocab_size: int, *, show_progress: bool = False) -> BPETokenizer:
+        """Train a byte-level BPE with at most ``vocab_size`` tokens (see :func:`check_bpe_vocab_size`)."""
+        check_bpe_vocab_size(vocab_size)  # before the trainer can abort the process
         _require_tokenizers()
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-        if not isinstance(vocab_size, int) or vocab_size < 257:
-            raise TokenizerError(f"BPE vocab size must be an integer >= 257 (256 bytes + merges), got {vocab_size!r}")
         tk = Tokenizer(models.BPE())
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tk.decoder = decoders.ByteLevel()
@@ -196,7 +213,7 @@ class BPETokenizer:
         return cls(tk)
 
     @classmethod
-    def load(cls, path: Path) -> "BPETokenizer":
+    def load(cls, path: Path) -> BPETokenizer:
         """Load a ``tokenizer.json`` written by :meth:`save`."""
         _require_tokenizers()
         from tokenizers import Tokenizer
@@ -290,7 +307,7 @@ class BPETokenizer:
         return {"type": "bpe", "file": BPE_FILENAME}
 
     @classmethod
-    def from_meta(cls, meta: dict, data_dir: Path) -> "BPETokenizer":
+    def from_meta(cls, meta: dict, data_dir: Path) -> BPETokenizer:
         """Load the tokenizer file named in ``meta`` from ``data_dir``."""
         return cls.load(Path(data_dir) / meta.get("file", BPE_FILENAME))
 
