@@ -55,7 +55,8 @@ class Loop:
 
 def eager_nanogpt_loop() -> Loop:
     """The reference: everything on the training thread, eager PyTorch."""
-    from mmengine.data.dataset import DataDir, default_data_dir
+    from mmengine.data.dataset import DataDir
+    from mmengine.data.preparation import default_data_dir
     from mmengine.model import GPT, GPTConfig
     from mmengine.schedule import schedule_from_config
 

@@ -31,7 +31,14 @@ from typing import Any
 from mmengine.errors import ConfigError, UserError
 from mmengine.errors import cli_entry as _cli_entry
 from mmengine.modes import REGISTRY, get_spec, mode_tables
-from mmengine.schema import check_value, option, parse_cli_value, parse_items, tomllib, toml_value
+from mmengine.schema import (
+    check_value,
+    option,
+    parse_cli_value,
+    parse_items,
+    toml_value,
+    tomllib,
+)
 
 __all__ = ["Config", "ConfigError", "UserError", "TABLES", "TRAINING_TYPES", "load_config", "validate", "to_dict",
            "from_dict", "to_toml", "help_text", "ignored_settings", "parse_items", "cli_entry"]
@@ -385,7 +392,7 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}.")
-    for key, value in {"optim.warmup_iters": o.warmup_iters, "optim.lr_decay_iters": o.lr_decay_iters,
+    for key, value in {"run.seed": r.seed, "optim.warmup_iters": o.warmup_iters, "optim.lr_decay_iters": o.lr_decay_iters,
                        "data.prefetch_depth": d.prefetch_depth, "train.grad_clip": t.grad_clip,
                        "log.sample_tokens": cfg.log.sample_tokens, "run.max_rollbacks": r.max_rollbacks,
                        "log.sample_temperature": cfg.log.sample_temperature}.items():

@@ -10,7 +10,15 @@ import json
 import logging
 import sys
 
-from mmengine.config import Config, ConfigError, apply_dict, apply_overrides, cli_entry, parse_args, validate
+from mmengine.config import (
+    Config,
+    ConfigError,
+    apply_dict,
+    apply_overrides,
+    cli_entry,
+    parse_args,
+    validate,
+)
 from mmengine.modes import get_spec
 
 logger = logging.getLogger(__name__)
@@ -18,7 +26,11 @@ logger = logging.getLogger(__name__)
 
 def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: str | None = None) -> dict:
     """Metrics of the checkpoint at ``path`` on its validation set (``device``: default ``run.device``, e.g. 'auto')."""
-    from mmengine.checkpoint import load_checkpoint, model_from_checkpoint, upgrade_trainer_state
+    from mmengine.checkpoint import (
+        load_checkpoint,
+        model_from_checkpoint,
+        upgrade_trainer_state,
+    )
     from mmengine.data.stream import open_data, to_device
     from mmengine.distributed import pick_device
     from mmengine.modes import build_mode

@@ -34,7 +34,15 @@ from typing import Any, Protocol
 import torch
 
 from mmengine import distributed as D
-from mmengine.config import Config, ConfigError, UserError, cli_entry, ignored_settings, load_config, to_dict
+from mmengine.config import (
+    Config,
+    ConfigError,
+    UserError,
+    cli_entry,
+    ignored_settings,
+    load_config,
+    to_dict,
+)
 from mmengine.data.stream import BatchStream, data_dir_path, open_data, to_device
 from mmengine.errors import TrainingError
 from mmengine.modes import build_mode

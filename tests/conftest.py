@@ -21,7 +21,7 @@ def char_data_dir(tmp_path_factory):
     """``make(n_chars)``: a char data dir of the first ``n_chars`` characters of the bundled corpus
     (10% validation), prepared once per size for the whole session. Treat it as read-only."""
     from mmengine.data.dataset import bundled_corpus_path
-    from mmengine.prepare import prepare_text
+    from mmengine.data.preparation import prepare_text
 
     made = {}
 

@@ -13,8 +13,8 @@ from mmengine.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from mmengine.transfer import build_model, load_trunk
 from mmengine.model import GPT, GPTConfig, ModelMode
+from mmengine.transfer import build_model, load_trunk
 
 V, T = 30, 10
 

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from mmengine.config import (TABLES, Config, ConfigError, from_dict, help_text, load_config, to_dict, to_toml)
+from mmengine.config import (
+    TABLES,
+    Config,
+    ConfigError,
+    from_dict,
+    help_text,
+    load_config,
+    to_dict,
+    to_toml,
+)
 
 try:
     import tomllib

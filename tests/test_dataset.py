@@ -18,11 +18,14 @@ from mmengine.data.dataset import (
     DataError,
     DataMeta,
     bundled_corpus_path,
-    cache_root,
-    default_data_dir,
 )
-from mmengine.data.tokenizer import CharTokenizer, TokenizerError, load_tokenizer, separator_ids
-from mmengine.prepare import prepare_text
+from mmengine.data.preparation import cache_root, default_data_dir, prepare_text
+from mmengine.data.tokenizer import (
+    CharTokenizer,
+    TokenizerError,
+    load_tokenizer,
+    separator_ids,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,7 +194,7 @@ def test_prepared_dir_also_reads_as_nanogpt(tmp_path):
 def test_scores_dir_documents_checked(tmp_path):
     p = tmp_path / "s.jsonl"
     p.write_text("\n".join(json.dumps({"text": t, "score": 0.5}) for t in ["aa", "bbb", "c", "dd"]))
-    from mmengine.prepare import prepare_jsonl
+    from mmengine.data.preparation import prepare_jsonl
 
     prepare_jsonl([p], tmp_path / "d")
     dd = DataDir.open(tmp_path / "d")
@@ -306,7 +309,7 @@ def test_dir_without_metadata_checked_against_the_given_vocab_size(tmp_path):
 
 @pytest.mark.parametrize("label, shown", [(2, 2), (-2, -2), (32767, 32767)])
 def test_open_refuses_labels_outside_the_classes(tmp_path, label, shown):
-    from mmengine.prepare import prepare_jsonl
+    from mmengine.data.preparation import prepare_jsonl
 
     p = tmp_path / "s.jsonl"
     p.write_text("\n".join(json.dumps({"text": t, "spans": [[0, 1, 1]]}) for t in ["aa", "bbb", "cc", "dd"]))
@@ -321,7 +324,7 @@ def test_open_refuses_labels_outside_the_classes(tmp_path, label, shown):
 
 
 def test_open_checks_documents_of_scores_data(tmp_path):
-    from mmengine.prepare import prepare_jsonl
+    from mmengine.data.preparation import prepare_jsonl
 
     p = tmp_path / "s.jsonl"
     p.write_text("\n".join(json.dumps({"text": t, "score": 0.5}) for t in ["aa", "bbb", "c", "dd"]))
@@ -444,7 +447,7 @@ def test_default_data_dir_prepares_once(tmp_path):
 
 def test_default_data_dir_two_processes_race(tmp_path):
     code = (
-        "import sys; from mmengine.data.dataset import default_data_dir, DataDir; "
+        "import sys; from mmengine.data.dataset import DataDir; from mmengine.data.preparation import default_data_dir; "
         "d = default_data_dir(sys.argv[1]); print(len(DataDir.open(d).tokens('train')))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -28,9 +28,9 @@ def argv(data_dir, out_dir, *extra):
 
 def test_ranks_draw_disjoint_windows(data_dir):
     """Two ranks' batch streams (as torchrun would build them) never share a window within an epoch."""
+    from mmengine.data.stream import BatchStream, open_data
     from mmengine.distributed import DistInfo
     from mmengine.modes import build_mode
-    from mmengine.data.stream import BatchStream, open_data
 
     cfg = load_config(argv(data_dir, "unused", "--data.prefetch_depth=0", "--data.use_paragraph_boundaries=true"))
     data = open_data(cfg)

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_cmake_build import cmake_build
 
 pytestmark = [

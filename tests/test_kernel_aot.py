@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from mmengine.kernels import aot
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from mmengine.kernels import rope_attention, rope_attention_reference
 
 # (atol, rtol) on the float64 reference, relative to the largest reference magnitude.

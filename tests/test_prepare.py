@@ -12,15 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmengine.data.dataset import DataDir
-from mmengine.data.tokenizer import CharTokenizer
-from mmengine.prepare import (
+from mmengine.data.preparation import (
     PrepareError,
     _token_labels,
-    main,
     prepare,
     prepare_jsonl,
     prepare_text,
 )
+from mmengine.data.tokenizer import CharTokenizer
+from mmengine.prepare import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -188,7 +188,7 @@ def test_failure_never_destroys_existing_dir(tmp_path):
 
 
 def test_ctrl_c_keeps_the_old_dir_and_leaves_no_temp_dir(tmp_path, monkeypatch, capsys):
-    import mmengine.prepare as prep
+    import mmengine.data.preparation as prep
 
     src = write(tmp_path / "t.txt", "hello world")
     out = tmp_path / "out"
@@ -206,7 +206,7 @@ def test_ctrl_c_keeps_the_old_dir_and_leaves_no_temp_dir(tmp_path, monkeypatch, 
 
 
 def test_cli_write_failure_is_one_line(tmp_path, monkeypatch, capsys):
-    import mmengine.prepare as prep
+    import mmengine.data.preparation as prep
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -219,7 +219,7 @@ def test_cli_write_failure_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_interrupt_between_the_renames_restores_the_old_dir(tmp_path, monkeypatch):
-    import mmengine.prepare as prep
+    import mmengine.data.preparation as prep
 
     src = write(tmp_path / "t.txt", "hello world")
     out = tmp_path / "out"
@@ -335,7 +335,7 @@ def test_bpe_roundtrip(tmp_path):
 def test_encoding_in_pieces_gives_the_same_files(tmp_path, monkeypatch, tokenizer):
     if tokenizer == "bpe":
         pytest.importorskip("tokenizers")
-    import mmengine.prepare as prep
+    import mmengine.data.preparation as prep
 
     src = write(tmp_path / "t.txt", TRICKY_TEXT * 3)
     kw = {"tokenizer": tokenizer, "vocab_size": 300 if tokenizer == "bpe" else None}
@@ -580,7 +580,7 @@ def test_cli_subprocess_ok(tmp_path):
 
 
 def test_progress_bar_by_default_only_for_large_inputs_on_a_terminal(monkeypatch):
-    from mmengine.prepare import PROGRESS_MIN_CHARS, _show_progress
+    from mmengine.data.preparation import PROGRESS_MIN_CHARS, _show_progress
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert _show_progress(None, PROGRESS_MIN_CHARS) and not _show_progress(None, PROGRESS_MIN_CHARS - 1)

@@ -12,7 +12,7 @@ from mmengine.train import train
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
     from mmengine.data.dataset import bundled_corpus_path
-    from mmengine.prepare import prepare_text
+    from mmengine.data.preparation import prepare_text
 
     root = tmp_path_factory.mktemp("sample")
     src = root / "small.txt"

@@ -90,7 +90,7 @@ def test_sequence_scoring_synthetic_learns(data_dir, tmp_path):
 
 
 def test_sequence_scoring_from_documents(tmp_path):
-    from mmengine.prepare import prepare_jsonl
+    from mmengine.data.preparation import prepare_jsonl
 
     rows = [{"text": "good words " * (1 + i % 5), "score": 0.9} if i % 2 else
             {"text": "bad bad text! " * (1 + i % 4), "score": 0.1} for i in range(60)]
@@ -122,7 +122,7 @@ def test_token_classification_with_lm_corruption(data_dir, tmp_path, tiny_lm):
 
 
 def test_remasking_binary_from_label_files(tmp_path):
-    from mmengine.prepare import prepare_jsonl
+    from mmengine.data.preparation import prepare_jsonl
 
     rows = []
     for i in range(80):

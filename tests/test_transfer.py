@@ -9,11 +9,16 @@ import torch.nn.functional as F
 
 from mmengine.config import ConfigError, load_config
 from mmengine.data.dataset import DataDir
-from mmengine.model import GPT, GPTConfig
 from mmengine.data.stream import open_data
+from mmengine.model import GPT, GPTConfig
 from mmengine.modes import build_mode
 from mmengine.train import train
-from mmengine.transfer import FreezeController, build_model, build_run_model, model_config
+from mmengine.transfer import (
+    FreezeController,
+    build_model,
+    build_run_model,
+    model_config,
+)
 
 
 def nanogpt_checkpoint(path, data_dir, steps=60, block=32):

@@ -19,14 +19,11 @@ numpy only (no torch import).
 """
 from __future__ import annotations
 
-import errno
 import importlib.resources
 import json
 import logging
 import os
 import pickle
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -461,49 +458,6 @@ def bundled_corpus_path() -> Path:
     if not p.is_file():
         raise DataError(f"the bundled corpus {p} is missing from the mmengine installation")
     return p
-
-
-def cache_root(cache_dir=None) -> Path:
-    """``cache_dir``, else ``$MMENGINE_CACHE``, else ``~/.cache/mmengine``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("MMENGINE_CACHE")
-    if env:
-        return Path(env)
-    return Path.home() / ".cache" / "mmengine"
-
-
-def default_data_dir(cache_dir=None) -> Path:
-    """The bundled tiny-Shakespeare corpus prepared with the char tokenizer, prepared on first use.
-
-    Lives in ``<cache root>/tinyshakespeare-char`` (see :func:`cache_root`). Preparation happens in a
-    private temp dir that is renamed into place, so a reader never sees a half-written dir and
-    concurrent callers (e.g. DDP ranks) are safe: the loser of the rename race discards its copy.
-    """
-    from ..prepare import write_text_data  # local import: prepare imports this module
-
-    root = cache_root(cache_dir)
-    target = root / DEFAULT_DATASET_NAME
-    if (target / META_FILENAME).is_file():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_DATASET_NAME}.tmp-", dir=root))
-    try:
-        write_text_data([bundled_corpus_path()], tmp, tokenizer="char", val_fraction=0.1, seed=0, progress=False)
-        _make_world_readable(tmp)
-        try:
-            os.rename(tmp, target)
-            logger.info("prepared the bundled corpus into %s", target)
-        except OSError as e:
-            # Another process won the race (target now a non-empty dir): use its copy.
-            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY) and not (target / META_FILENAME).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not (target / META_FILENAME).is_file():
-        raise DataError(f"{target} exists but holds no {META_FILENAME}; delete it so it can be prepared again")
-    return target
 
 
 def _make_world_readable(path: Path) -> None:

@@ -16,7 +16,7 @@ from mmengine.rng import STREAM_BATCH, rng_for
 
 def data_dir_path(cfg) -> Path:
     """``data.dir``, or the bundled corpus prepared on first use."""
-    from mmengine.data.dataset import default_data_dir
+    from mmengine.data.preparation import default_data_dir
 
     return Path(cfg.data.dir or default_data_dir())
 

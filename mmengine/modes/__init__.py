@@ -11,7 +11,11 @@ from mmengine.errors import ConfigError, MMEngineError, UserError
 from mmengine.modes.autoregressive import AutoregressiveMode
 from mmengine.modes.base import ModeSpec, Windows, spread
 from mmengine.modes.sequence_scoring import SequenceScoringMode
-from mmengine.modes.token_classification import LMSampler, RemaskingBinaryMode, TokenClassificationMode
+from mmengine.modes.token_classification import (
+    LMSampler,
+    RemaskingBinaryMode,
+    TokenClassificationMode,
+)
 from mmengine.modes.unmasking import UnmaskingMode
 
 __all__ = [
