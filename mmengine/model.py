@@ -437,7 +437,7 @@ class GPT(nn.Module):
             x = block(x, rope=rope, lengths=lengths)
         return self.transformer.ln_f(x)
 
-    def forward(self, idx, targets=None, *, lengths=None):
+    def forward(self, idx, targets=None, *, lengths=None, all_positions: bool = False):
         """idx (B, T) token ids -> (logits, loss); loss is None without targets.
 
         LANGUAGE_MODEL: logits (B, T, V) (only (B, 1, V) for a causal model without targets);
@@ -446,6 +446,7 @@ class GPT(nn.Module):
         cross-entropy), or (B, T, C) soft targets.
         SEQUENCE_SCORER: logits (B,) in [0, 1] read at position 0 ([CLS]); targets (B,) -> MSE.
         ``lengths`` (B,) marks the real tokens of each row; later keys are masked out of attention.
+        ``all_positions=True`` gives a causal language model's logits at every position without targets.
         """
         x = self.encode(idx, lengths)
         mode = self.config.mode
@@ -454,7 +455,7 @@ class GPT(nn.Module):
             loss = None if targets is None else losses.mse(logits, targets.to(logits.dtype))
             return logits, loss
         if targets is None:
-            if mode is ModelMode.LANGUAGE_MODEL and self.config.attention_type == "causal":
+            if mode is ModelMode.LANGUAGE_MODEL and self.config.attention_type == "causal" and not all_positions:
                 # generation only needs the next-token distribution; list index keeps the time dim
                 return self.lm_head(x[:, [-1], :]), None
             return self.lm_head(x), None

@@ -11,6 +11,7 @@ from mmengine.data.masking import (
     StageCurriculum,
     apply_mask,
     continuous_time_mask,
+    exact_count_mask,
     make_mask,
     nelbo_per_token,
 )
@@ -272,6 +273,64 @@ def test_continuous_time_offsets_fill_strata_across_steps():
     B, eps, n = 8, 1e-3, 100
     offsets = np.sort([(continuous_time_mask((B, 1), rng(0), eps=eps, step=k)[1][0] - eps) / (1 - eps) * B for k in range(n)])
     assert np.diff(np.concatenate([offsets, [offsets[0] + 1]])).max() < 3.0 / n
+
+
+def test_exact_count_mask_masks_exactly_k_stratified_over_1_to_T():
+    B, T = 8, 24
+    mask, t = exact_count_mask((B, T), rng(4))
+    k = mask.sum(axis=1)
+    assert t.dtype == np.float32 and np.allclose(t, k / T)
+    assert ((k >= 1) & (k <= T)).all()
+    # one count per stratum of width T / B of {1..T}
+    assert sorted(((k - 1) * B // T).tolist()) == list(range(B))
+    again, _ = exact_count_mask((B, T), rng(4))
+    assert (again == mask).all()
+    m1, t1 = exact_count_mask((B, T), rng(0), step=5)
+    m2, t2 = exact_count_mask((B, T), rng(9), step=5)
+    assert (t1 == t2).all() and not (m1 == m2).all()  # the counts follow the step, the positions the rng
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**31))
+def test_exact_count_positions_are_uniform_subsets(B, T, seed):
+    mask, t = exact_count_mask((B, T), rng(seed))
+    assert mask.shape == (B, T) and (mask.sum(1) == np.round(t * T)).all() and (mask.sum(1) >= 1).all()
+
+
+def _estimates(maker, m, B, T, n, seed):
+    """NELBO / T estimates of n batches for a model whose masked-token CE is m(#masked in the row)."""
+    out = []
+    for i in range(n):
+        mask, t = maker((B, T), rng(seed + i))
+        ce = np.where(mask, m(mask.sum(axis=1))[:, None], 0.0)
+        out.append(nelbo_per_token(ce, mask, t))
+    return np.array(out)
+
+
+def test_exact_count_and_bernoulli_estimate_the_same_nelbo():
+    # NELBO / T = E_{k ~ U{1..T}} [m(k)] for any m: checked against the closed form for both estimators
+    T, B = 16, 32
+    m = lambda k: 0.5 + 3.0 * (np.asarray(k) / T) ** 2  # CE grows as context disappears
+    exact = np.mean(m(np.arange(1, T + 1)))
+    counts = _estimates(exact_count_mask, m, B, T, 200, 0)
+    bern = _estimates(lambda shape, g: continuous_time_mask(shape, g, eps=1e-4), m, B, T, 200, 0)
+    assert counts.mean() == pytest.approx(exact, rel=0.01)
+    assert bern.mean() == pytest.approx(exact, rel=0.05)
+    # the same quantity, far less noise: no 1/t weight on the nearly clean rows
+    assert counts.std() < bern.std() / 4
+
+
+def test_exact_count_nelbo_of_a_uniform_model_is_log_v_exactly():
+    V, B, T = 7, 5, 33
+    mask, t = exact_count_mask((B, T), rng(1))
+    assert nelbo_per_token(np.full((B, T), math.log(V)), mask, t) == pytest.approx(math.log(V), rel=1e-6)
+
+
+def test_exact_count_nelbo_is_tight_for_exact_conditionals():
+    # the repeated-token source of the Bernoulli test: cost log V only when all T tokens are masked
+    V, B, T = 5, 4, 4
+    est = _estimates(exact_count_mask, lambda k: np.where(np.asarray(k) == T, math.log(V), 0.0), B, T, 400, 3)
+    assert est.mean() == pytest.approx(math.log(V) / T, rel=0.02)
 
 
 def test_nelbo_shape_errors():

@@ -236,3 +236,28 @@ def test_end_of_run_sample_only_for_language_models(data_dir):
         assert heading in shown[0] and len(shown[1]) == 12
     cfg, spec = spec_for(data_dir, "--training_type=sequence_scoring")
     assert spec.sample(model_for(cfg, spec), spec.meta, spec.data.tokenizer, cfg) is None
+
+
+@pytest.mark.parametrize("objective", ["stages", "continuous_time"])
+def test_unmasking_softmax_is_over_text_ids_only(data_dir, objective):
+    """text_only: no probability is ever put on [MASK] or another special id, so their logits cannot move the loss."""
+    cfg, spec = spec_for(data_dir, f"--unmasking.objective={objective}")
+    b = to_device(spec.build_batch("train", np.arange(4), rng(5), 0, spec.batch_state()), "cpu")
+    m = model_for(cfg, spec)
+    V = spec.meta.text_vocab_size
+    _, before = spec.loss(m, b)
+    with torch.no_grad():
+        m.lm_head.weight[V:] *= 50.0  # the special rows of the tied embedding/head (their inputs: [MASK] only)
+        masked_input = m.transformer.wte.weight[spec.meta.mask_id].clone()
+    full_cfg, full_spec = spec_for(data_dir, f"--unmasking.objective={objective}", "--unmasking.text_only=false")
+    logits, full = full_spec.loss(m, b)
+    assert logits.shape[-1] == spec.meta.vocab_size and torch.isfinite(full)
+    # the text-only loss of the same model equals CE over the text columns, whatever the special rows hold
+    logits_all = m(b["x"], all_positions=True)[0]
+    nll = F.cross_entropy(logits_all[..., :V].reshape(-1, V), b["y"].reshape(-1), ignore_index=-1, reduction="none")
+    got = spec.loss(m, b)[1]
+    if objective == "stages":
+        torch.testing.assert_close(got, nll.sum() / (b["y"] != -1).sum())
+    else:
+        torch.testing.assert_close(got, (nll.view(4, 16).sum(1) / b["t"]).sum() / 64)
+    assert not torch.isclose(got, full) and masked_input.abs().sum() > 0 and before.isfinite()

@@ -335,6 +335,43 @@ def continuous_time_mask(
     return mask, t
 
 
+def exact_count_mask(
+    batch_shape: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    step: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The continuous-time NELBO with exact mask counts: returns ``(mask (B, T) bool, t (B,) float32)``.
+
+    Row i masks exactly ``k_i`` positions, a uniformly random subset, with the counts stratified over
+    ``{1, ..., T}``: ``k_i = 1 + floor((i + u) * T / B)`` (one offset u per batch, as in
+    :func:`continuous_time_mask`), and ``t_i = k_i / T``. Plugged into the same loss,
+    ``(1 / t_i) * sum_masked CE / T`` is then the row's *mean* masked CE, and the batch mean is an
+    unbiased estimate of NELBO / T, with no truncation at eps and no 1/t blow-up:
+
+    Given t, the number of masked tokens K ~ Binomial(T, t) and the masked set is uniform given K, so
+    with m(k) = E[mean CE over a random k-subset, those k masked],
+
+        NELBO = integral_0^1 (1/t) sum_k P(K = k | t) k m(k) dt
+              = sum_k k m(k) C(T, k) B(k, T - k + 1) = sum_{k=1}^{T} m(k),
+
+    i.e. NELBO / T = E_{k ~ U{1..T}} [m(k)]. The Bernoulli form weights the tokens of a row by 1/t,
+    up to 1/eps = 1000 for the smallest t, so one badly predicted token of a nearly clean row can
+    outweigh whole batches: its gradient is mostly noise at small batch sizes (grad clipping then
+    throws most of the step away). Here every row weighs the same.
+    """
+    B, T = (int(s) for s in batch_shape)
+    if T < 1:
+        raise ValueError(f"rows must hold at least one token, got shape {batch_shape}")
+    u = (int(step) * 0.6180339887498949) % 1.0 if step is not None else rng.random()
+    k = 1 + np.floor((np.arange(B) + u) * T / max(B, 1)).astype(np.int64)  # stratified over {1..T}
+    k = np.minimum(k, T)
+    # exactly k_i uniformly random positions: the k_i smallest of T random keys
+    ranks = np.argsort(np.argsort(rng.random((B, T)), axis=1), axis=1)
+    mask = ranks < k[:, None]
+    return mask, (k / T).astype(np.float32)
+
+
 def nelbo_per_token(token_nll: np.ndarray, mask: np.ndarray, t: np.ndarray) -> float:
     """Estimate of the NELBO per token (nats) from one batch: sum_b (1/t_b) sum_{masked} nll / (B * T).
 

@@ -28,7 +28,13 @@ class UnmaskingConfig:
                           "Masking stages, trained in order; each an inline table like {type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}.")
     val_loss_stale_count: int = option(3, "Advance to the next stage after this many evaluations without a better validation loss.")
     bert_replacement: bool = option(False, "BERT-style 80/10/10: of the selected positions 10% get a random token and 10% stay unchanged.")
-    eps: float = option(1e-3, "Smallest masking time t of the continuous-time objective.")
+    estimator: str = option("exact_count", "How the continuous-time objective masks a row: 'exact_count' (exactly k ~ U{1..T} tokens, "
+                                           "each row's mean CE: an unbiased NELBO with bounded weights) or 'bernoulli' (t ~ U(eps, 1), "
+                                           "each token with probability t, weighted 1/t: MDLM's form, high variance).",
+                            choices=("exact_count", "bernoulli"))
+    eps: float = option(1e-3, "Smallest masking time t of the 'bernoulli' estimator.")
+    text_only: bool = option(True, "Softmax over the text vocabulary only: the model never puts probability on [MASK] or another "
+                                   "special id (MDLM's zero-masking-probability parameterization).")
 
 
 class UnmaskingMode(ModeSpec):
@@ -77,7 +83,10 @@ class UnmaskingMode(ModeSpec):
         from mmengine.data import masking
 
         if self.continuous:
-            mask, t = masking.continuous_time_mask(x.shape, rng, eps=self.cfg.unmasking.eps, step=step)
+            if self.cfg.unmasking.estimator == "exact_count":
+                mask, t = masking.exact_count_mask(x.shape, rng, step=step)
+            else:
+                mask, t = masking.continuous_time_mask(x.shape, rng, eps=self.cfg.unmasking.eps, step=step)
             inputs = np.where(mask, self.mask_id, x)
             targets = np.where(mask, x, -1)
             return {"x": inputs.astype(np.int64), "y": targets.astype(np.int64), "t": t.astype(np.float32)}
@@ -108,14 +117,19 @@ class UnmaskingMode(ModeSpec):
         return out
 
     def loss(self, model, batch):
-        if not self.continuous:
-            return model(batch["x"], batch["y"])
+        from mmengine.losses import safe_divide
         from mmengine.model import token_nll
 
-        logits, _ = model(batch["x"])  # (B, T, V): all positions of a bidirectional LM
+        if not self.continuous and not self.cfg.unmasking.text_only:
+            return model(batch["x"], batch["y"])
+        logits, _ = model(batch["x"], all_positions=True)  # (B, T, V)
+        if self.cfg.unmasking.text_only:
+            logits = logits[..., :self.text_vocab]  # special ids follow the text ids
         y = batch["y"]
         B, T = y.shape
         nll = token_nll(logits, y, backend=self.cfg.model.loss_backend)  # (B, T), 0 where not masked
+        if not self.continuous:
+            return logits, safe_divide(nll.sum(), (y != -1).sum().float())
         # MDLM/LLaDA: E_t[(1/t) sum_masked -log p] / T is an upper bound on the per-token NLL
         loss = (nll.sum(1) / batch["t"].float()).sum() / (B * T)
         return logits, loss
