@@ -208,9 +208,9 @@ def test_choice_never_picks_special_ids_even_when_they_dominate():
     logits = torch.zeros(2, 50, 10)
     logits[..., 7:] = 100.0  # specials (ids >= 7) hold nearly all the mass
     for kw in ({}, {"top_p": 0.5}, {"top_k": 2}, {"temperature": 0.0}, {"temperature": 5.0}):
-        ids, log_probs = choose_tokens(logits, text_vocab_size=7, generator=torch.Generator().manual_seed(0), **kw)
+        ids, log_p = choose_tokens(logits, text_vocab_size=7, generator=torch.Generator().manual_seed(0), **kw)
         assert ids.max() < 7, kw
-        assert torch.isinf(log_probs[..., 7:]).all()
+        assert torch.allclose(log_p, torch.tensor(math.log(1 / 7)))  # P among text ids only
 
 
 def test_choice_follows_the_filtered_distribution():
@@ -224,8 +224,26 @@ def test_choice_follows_the_filtered_distribution():
     expected = torch.zeros(6, dtype=torch.float64)
     expected[:3] = torch.softmax(row[:3].double() / 0.7, -1)
     assert (freq - expected).abs().max() < 0.01  # ~4 standard errors at n = 40000
+    ids, _ = choose_tokens(logits, text_vocab_size=5, top_p=0.8, generator=g)
+    freq = torch.bincount(ids[0], minlength=6).double() / n
+    probs = torch.softmax(row[:5].double(), -1)  # 0.53, 0.19, 0.12, 0.07, 0.03 (+ the special id 5, cut)
+    expected = torch.zeros(6, dtype=torch.float64)
+    expected[:3] = probs[:3] / probs[:3].sum()  # 0.53 + 0.19 < 0.8 <= 0.53 + 0.19 + 0.12
+    assert (freq - expected).abs().max() < 0.01
     greedy, _ = choose_tokens(logits[:, :3], text_vocab_size=5, temperature=0.0)
     assert (greedy == 0).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.0, 5.0), min_size=1, max_size=12), st.integers(0, 2**31 - 1))
+def test_inverse_cdf_draws_never_pick_a_zero_probability_token(weights, seed):
+    from mmengine.generate.choice import sample_from
+
+    probs = torch.tensor(weights)
+    if probs.sum() == 0:
+        probs[0] = 1.0
+    ids = sample_from(probs.expand(500, -1), torch.Generator().manual_seed(seed))
+    assert (probs[ids] > 0).all()
 
 
 def test_choice_is_reproducible_with_a_seeded_generator():

@@ -48,10 +48,14 @@ def threshold_mask(p_wrong: torch.Tensor, free: torch.Tensor, threshold: float) 
     return (p_wrong > threshold) & free
 
 
+def top_m_indices(score: torch.Tensor, free: torch.Tensor, m: int) -> torch.Tensor:
+    """(R, m) indices of the ``m`` highest-scoring free positions of each row (``m`` <= free count)."""
+    return score.masked_fill(~free, float("-inf")).topk(m, dim=-1).indices
+
+
 def top_m(score: torch.Tensor, free: torch.Tensor, m: int) -> torch.Tensor:
     """Bool (R, L): the ``m`` highest-scoring free positions of each row (``m`` <= free count)."""
+    chosen = torch.zeros(score.shape, dtype=torch.bool, device=score.device)
     if m <= 0:
-        return torch.zeros(score.shape, dtype=torch.bool, device=score.device)
-    score = score.masked_fill(~free, float("-inf"))
-    top = score.topk(m, dim=-1).indices
-    return torch.zeros(score.shape, dtype=torch.bool, device=score.device).scatter_(1, top, True)
+        return chosen
+    return chosen.scatter_(1, top_m_indices(score, free, m), True)
