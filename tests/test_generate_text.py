@@ -141,3 +141,25 @@ def test_classify_texts_and_their_terminal_rendering(trained):
     assert render_classified(result, colour=False) == "abc"
     with pytest.raises(UserError, match="not a token classifier|token classifier"):
         classify_texts(other_mode(meta, "sequence_scorer", cls_token_id=meta.cls_id), meta, tok, texts)
+
+
+def test_a_nanogpt_checkpoint_samples_without_a_prompt(tmp_path):
+    """The nanoGPT case: a 65-row causal model, a meta.pkl vocabulary without [MASK]; it starts from "\\n"."""
+    import pickle
+
+    from mmengine.data.dataset import DataDir, bundled_corpus_path
+
+    text = bundled_corpus_path().read_text(encoding="utf-8")[:20_000]
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    ids[:18_000].tofile(tmp_path / "train.bin")
+    ids[18_000:].tofile(tmp_path / "val.bin")
+    with open(tmp_path / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+    data = DataDir.open(tmp_path)
+    torch.manual_seed(0)
+    nanogpt = GPT(GPTConfig(block_size=16, vocab_size=len(chars), n_layer=1, n_head=2, n_embd=16, bias=True,
+                            attention_type="causal", use_rope=False)).eval()
+    out = sample_texts(nanogpt, data.meta, data.tokenizer, SampleConfig(num_samples=2, length=30, progress=False))
+    assert len(out) == 2 and all(len(o["text"]) == 30 and o["steps"] == 30 for o in out)
