@@ -246,6 +246,25 @@ def test_inverse_cdf_draws_never_pick_a_zero_probability_token(weights, seed):
     assert (probs[ids] > 0).all()
 
 
+@pytest.mark.parametrize("candidates", [None, 8])
+def test_nucleus_draws_follow_the_nucleus_whether_or_not_it_fits_the_candidates(candidates):
+    from mmengine.generate.choice import nucleus_sample
+
+    V, n, p = 100, 30000, 0.9
+    peaked = torch.full((V,), -4.0)
+    peaked[[3, 50, 7]] = torch.tensor([5.0, 4.0, 3.0])  # the nucleus is 3 tokens: inside 8 candidates
+    flat = torch.linspace(0.0, 1.0, V)  # the nucleus is ~85 tokens: beyond 8 candidates
+    logits = torch.stack([peaked, flat])[:, None, :].expand(2, n, V)
+    ids = nucleus_sample(logits, p, torch.Generator().manual_seed(0), candidates=candidates)
+    for row, row_logits in enumerate((peaked, flat)):
+        keep = _top_p_reference(row_logits[None].double().numpy(), p)[0]
+        expected = torch.softmax(row_logits.double(), -1) * torch.from_numpy(keep)
+        expected /= expected.sum()
+        freq = torch.bincount(ids[row], minlength=V).double() / n
+        assert (freq[~torch.from_numpy(keep)] == 0).all()  # nothing outside the nucleus
+        assert (freq - expected).abs().max() < 0.012
+
+
 def test_choice_is_reproducible_with_a_seeded_generator():
     logits = torch.randn(4, 9, 11, generator=torch.Generator().manual_seed(0))
     a, _ = choose_tokens(logits, text_vocab_size=11, top_p=0.9, generator=torch.Generator().manual_seed(5))

@@ -94,12 +94,13 @@ class SampleConfig:
         """
         for f in fields(self):
             value = getattr(self, f.name)
-            expected = {"int": int, "float": float, "bool": bool, "str": str, "list": list}[str(f.type)]
+            type_name = f.type if isinstance(f.type, str) else f.type.__name__
+            expected = {"int": int, "float": float, "bool": bool, "str": str, "list": list}[type_name]
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
                 setattr(self, f.name, value)
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(f"sample.{f.name} must be of type {f.type}, got {value!r}")
+                raise ConfigError(f"sample.{f.name} must be of type {type_name}, got {value!r}")
             if expected is float and not math.isfinite(value):
                 raise ConfigError(f"sample.{f.name} must be a finite number, got {value!r}")
             choices = f.metadata.get("choices")
