@@ -138,7 +138,8 @@ def test_low_confidence_remasks_the_least_probable_new_tokens():
     free = torch.tensor([t is None for t in template])
     generate(rec, cfg(steps=4, remasking="low_confidence", temperature=0.0, num_samples=2), VOCAB, template=template)
     first, second = rec.inputs[0], rec.inputs[1]
-    probs = torch.softmax(rec.inner(first)[0].float()[..., :TEXT], -1)  # step 0's own forward
+    with torch.no_grad():
+        probs = torch.softmax(rec.inner(first.clone())[0].float()[..., :TEXT], -1)  # step 0's own forward
     best_p, best_id = probs.max(-1)  # greedy: the chosen token is the most probable one
     kept = (second != VOCAB.mask_id) & free  # 20 - round(0.75 * 20) = 5 kept per row
     expected = torch.zeros_like(kept).scatter_(1, best_p.masked_fill(~free, -1).topk(5, dim=-1).indices, True)
@@ -424,10 +425,12 @@ def test_progress_bar_on_request(capsys):
     assert "sampling" not in capsys.readouterr().err
 
 
-def test_models_keep_their_train_mode():
+def test_models_keep_their_train_mode_and_stay_trainable():
     lm = gpt().train()
-    generate(lm, cfg(), VOCAB)
+    generate(lm, cfg(), VOCAB, device="cpu")
     assert lm.training
+    _, loss = lm(torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+    loss.backward()  # no inference tensors left in the model
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -391,7 +391,6 @@ def _check_ids(ids, vocab: SamplerVocab, what: str, allow_none: bool = False) ->
             raise UserError(f"{what}[{j}] is {i!r}, not a text id in [0, {vocab.text_vocab_size})")
 
 
-@torch.inference_mode()
 def generate(lm, cfg: SampleConfig, vocab: SamplerVocab, *, inspector=None, judge=None, prompt_ids=None, template=None,
              device=None, progress=None) -> list[Sample]:
     """``cfg.num_samples`` samples from ``lm`` (a :class:`mmengine.model.GPT` language model), made together.
@@ -424,23 +423,23 @@ def generate(lm, cfg: SampleConfig, vocab: SamplerVocab, *, inspector=None, judg
     started = time.perf_counter()
     models = [m for m in (lm, getattr(inspector, "model", None), getattr(judge, "model", None)) if m is not None]
     was_training = [m.training for m in models]
-    for m in models:
+    for m in models:  # moved outside inference mode, so moved parameters stay trainable
         m.to(device).eval()
+    rows = cfg.num_samples * cfg.best_of
     try:
         show = bool(progress) if progress is not None else bool(cfg.progress and sys.stderr.isatty())
         run = _Run(lm, cfg, vocab, inspector, device)
-        rows = cfg.num_samples * cfg.best_of
-        with _autocast(device):
+        with torch.inference_mode(), _autocast(device):
             if causal:
                 x, generated, steps = _causal(run, vocab, cfg, prompt_ids, rows, show)
             else:
                 x, generated, steps = _diffusion(run, vocab, cfg, prompt_ids, template, rows, show)
             confidence = self_confidence(lm, x, generated, vocab.mask_id, vocab.text_vocab_size)
-        start = 1 if causal and not prompt_ids else 0  # a causal model's starting newline is not text
-        ids = x[:, start:].tolist()
-        confidence = confidence.tolist()
-        steps = steps.tolist()
-        scores = judge.score(ids) if judge is not None else None
+            start = 1 if causal and not prompt_ids else 0  # a causal model's starting newline is not text
+            ids = x[:, start:].tolist()
+            confidence = confidence.tolist()
+            steps = steps.tolist()
+            scores = judge.score(ids) if judge is not None else None
     finally:
         for m, mode in zip(models, was_training):
             m.train(mode)
