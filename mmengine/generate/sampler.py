@@ -39,8 +39,12 @@ tokens after the last ``W // 2``.
    mixed, rising custom schedules). Prompt and given template ids never change.
 
 No per-sample Python loop and no host synchronisation inside the step loop (counts come from the
-schedule on the host; ``threshold`` syncs every ``check_every`` steps). Randomness comes from one
-``torch.Generator`` seeded with ``cfg.seed``, so a call is reproducible on the same device.
+schedule on the host; ``threshold`` syncs every ``check_every`` steps; top-p on a *CPU* reads one
+flag per step, see :func:`mmengine.generate.choice.nucleus_sample`). Every row of a block has the
+same masked count under a schedule, so the masked positions are carried as (rows, count) indices
+and only they go through the token choice. Randomness comes from one ``torch.Generator`` seeded
+with ``cfg.seed``, so a call is reproducible on the same device. On CUDA the forwards run under
+bfloat16 autocast.
 
 A causal LM generates left to right instead, one forward per token on the last ``block_size``
 ids, with the same token-choice settings; without a prompt it starts from the newline id.
