@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from mmengine.config import ConfigError
+from mmengine.errors import ConfigError
 
 SCHEDULES = ("linear", "cosine", "exponential", "custom")
 REMASKING = ("random", "low_confidence", "self_surprise", "inspector", "threshold", "mixed")

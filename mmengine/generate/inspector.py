@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from mmengine.config import UserError
+from mmengine.errors import UserError
 from mmengine.generate.vocab import SamplerVocab
 from mmengine.generate.windows import tile_starts
 

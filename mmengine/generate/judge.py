@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmengine.config import UserError
+from mmengine.errors import UserError
 from mmengine.generate.config import AGGREGATES
 from mmengine.generate.inspector import checkpoint_text_vocab, load_role_model
 from mmengine.generate.vocab import SamplerVocab

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mmengine.config import UserError
+from mmengine.errors import UserError
 from mmengine.generate import remasking
 from mmengine.generate.choice import choose_tokens, recent_hits, repetition_hits
 from mmengine.generate.config import INSPECTOR_STRATEGIES, SampleConfig

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import torch
 
-from mmengine.config import UserError
+from mmengine.errors import UserError
 from mmengine.generate.config import SampleConfig
 from mmengine.generate.inspector import Inspector, token_class_probs
 from mmengine.generate.judge import Judge

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmengine.config import UserError
+from mmengine.errors import UserError
 
 #: The earlier research trainer's character models reserve 15 ids after the text vocabulary
 #: (65 characters -> an 80-row embedding); its checkpoints carry no data description.
