@@ -70,7 +70,7 @@ def measure(name, texts, *, ar, judge, vocab, confidence=None, seconds=None) -> 
 
 def main(argv=None) -> int:
     from mmengine.data.dataset import DataDir
-    from mmengine.sample import load_for_sampling
+    from mmengine.generate.load import load_for_inference
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("lm")
@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the rows here")
     args = p.parse_args(argv)
 
-    lm, meta, tokenizer = load_for_sampling(args.lm, args.data_dir)
+    loaded = load_for_inference(args.lm, "language_model", data_dir=args.data_dir)
+    lm, meta, tokenizer = loaded.model, loaded.meta, loaded.tokenizer
     vocab = SamplerVocab.from_meta(meta, tokenizer)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))

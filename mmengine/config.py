@@ -30,6 +30,7 @@ from typing import Any
 
 from mmengine.errors import ConfigError, UserError
 from mmengine.errors import cli_entry as _cli_entry
+from mmengine.generate.config import SampleConfig
 from mmengine.modes import REGISTRY, get_spec, mode_tables
 from mmengine.schema import (
     check_value,
@@ -141,11 +142,8 @@ class LogConfig:
     tensorboard: bool = _f(False, "Write TensorBoard event files into out_dir/tensorboard (needs tensorboard).")
     wandb: bool = _f(False, "Log to Weights & Biases in offline mode (needs wandb; sync later with `wandb sync`).")
     wandb_project: str = _f("mmengine", "wandb project name.")
-    sample_tokens: int = _f(200, "Language models: length of the sample generated at the end of the run (0 = none).")
-    sample_steps: int = _f(32, "Unmasking steps per chunk of that sample (a chunk is half a block of new tokens).")
-    sample_temperature: float = _f(0.8, "Softmax temperature of that sample (lower: safer, more repetitive).")
-    sample_order: str = _f("random", "Which masked positions each unmasking step reveals: 'random' (MDLM ancestral sampling) or 'confidence' (most confident first; repetitive on small models).",
-                           choices=("random", "confidence"))
+    sample_tokens: int = _f(200, "Language models: length of the sample shown at the end of the run (0 = none); "
+                                 "everything else about it comes from the [sample] table.")
     save_best: bool = _f(True, "Keep out_dir/best.pt, the checkpoint with the lowest validation loss.")
 
 
@@ -155,6 +153,7 @@ def _tables() -> dict[str, type]:
                                "optim": OptimConfig, "transfer": TransferConfig}
     tables.update(mode_tables())
     tables["log"] = LogConfig
+    tables["sample"] = SampleConfig
     return tables
 
 
@@ -166,9 +165,17 @@ Config.__module__ = __name__
 Config.__doc__ = "The whole run; one attribute per TOML table."
 
 
-# Flat names of train_run.py / nanoGPT that do not equal a field name.
+# Flat names of train_run.py / nanoGPT / earlier mmengine commands that do not equal a field name.
 LEGACY_ALIASES: dict[str, str] = {
     "wandb_log": "log.wandb",
+    "data_dir": "data.dir",
+    "order": "sample.remasking",
+}
+# Keys of earlier mmengine configs (saved in their checkpoints) that moved: old 'table.key' -> (new key, value map).
+MOVED_KEYS: dict[str, tuple[str, dict]] = {
+    "log.sample_steps": ("sample.steps", {}),
+    "log.sample_temperature": ("sample.temperature", {}),
+    "log.sample_order": ("sample.remasking", {"confidence": "low_confidence"}),
 }
 
 
@@ -197,8 +204,14 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _resolve_key(key: str) -> str:
-    """'table.field' or a flat legacy name -> 'table.field'; ConfigError with a suggestion otherwise."""
+def _resolve_key(key: str, prefer: tuple[str, ...] = ()) -> str:
+    """'table.field' or a flat legacy name -> 'table.field'; ConfigError with a suggestion otherwise.
+
+    A flat name that several tables share resolves to the one in ``prefer`` (a command's own table,
+    e.g. ``--seed`` is ``sample.seed`` for ``python -m mmengine.sample``), else it is ambiguous.
+    """
+    if key in MOVED_KEYS:
+        return MOVED_KEYS[key][0]
     if "." in key:
         table, _, name = key.partition(".")
         if table not in TABLES:
@@ -213,10 +226,22 @@ def _resolve_key(key: str) -> str:
     index = _flat_index()
     if key in index:
         targets = index[key]
+        preferred = [t for t in targets if t.partition(".")[0] in prefer]
+        if len(targets) > 1 and len(preferred) == 1:
+            return preferred[0]
         if len(targets) > 1:
             raise ConfigError(f"--{key} is ambiguous; write one of {', '.join('--' + t for t in targets)}.")
         return targets[0]
     raise ConfigError(f"unknown option '--{key}'{_did_you_mean(key, list(index) + _all_keys())}.")
+
+
+def _moved_value(old_key: str, value: Any) -> Any:
+    """A value given under a key that moved, in the new key's terms (e.g. order 'confidence' -> 'low_confidence')."""
+    if old_key in MOVED_KEYS:
+        return MOVED_KEYS[old_key][1].get(value, value)
+    if old_key == "order":
+        return MOVED_KEYS["log.sample_order"][1].get(value, value)
+    return value
 
 
 def _field(table: str, name: str) -> dataclasses.Field:
@@ -250,9 +275,13 @@ def apply_dict(cfg: Config, data: dict, source: str) -> None:
             raise ConfigError(f"{source}: '{table}' must be a table ([{table}]), got {values!r}.")
         names = [f.name for f in dataclasses.fields(TABLES[table])]
         for name, value in values.items():
+            dotted = f"{table}.{name}"
+            if dotted in MOVED_KEYS:  # a config saved by an earlier mmengine
+                _set(cfg, MOVED_KEYS[dotted][0], _moved_value(dotted, value), source)
+                continue
             if name not in names:
-                raise ConfigError(f"{source}: unknown key '{table}.{name}'{_did_you_mean(f'{table}.{name}', [f'{table}.{n}' for n in names])}.")
-            _set(cfg, f"{table}.{name}", value, source)
+                raise ConfigError(f"{source}: unknown key '{dotted}'{_did_you_mean(dotted, [f'{table}.{n}' for n in names])}.")
+            _set(cfg, dotted, value, source)
 
 
 def load_toml(path: str | Path) -> dict:
@@ -319,10 +348,10 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, list[tuple[str, str 
     return path, overrides
 
 
-def apply_overrides(cfg: Config, overrides: list[tuple[str, str | None]]) -> None:
-    """Apply ``parse_args`` overrides (command-line values) to ``cfg``."""
+def apply_overrides(cfg: Config, overrides: list[tuple[str, str | None]], *, prefer: tuple[str, ...] = ()) -> None:
+    """Apply ``parse_args`` overrides (command-line values) to ``cfg`` (``prefer``: see :func:`_resolve_key`)."""
     for key, raw in overrides:
-        dotted = _resolve_key(key)
+        dotted = _resolve_key(key, prefer)
         table, _, name = dotted.partition(".")
         tp = _field_types(TABLES[table])[name]
         if raw is None:
@@ -330,12 +359,15 @@ def apply_overrides(cfg: Config, overrides: list[tuple[str, str | None]]) -> Non
             if tp is not bool:
                 raise ConfigError(f"--{key} needs a value (--{dotted}=...).")
             raw = "true"
-        _set(cfg, dotted, parse_cli_value(raw, tp), "command line")
+        _set(cfg, dotted, _moved_value(key, parse_cli_value(raw, tp)), "command line")
 
 
-def load_config(argv: list[str] | None = None, *, check_paths: bool = True) -> Config:
+def load_config(argv: list[str] | None = None, *, check_paths: bool = True,
+                prefer: tuple[str, ...] = ("run", "log")) -> Config:
     """Defaults, then the TOML file (if any), then the command-line overrides; validated and resolved.
 
+    A flat flag that several tables share (``--seed``, ``--device``, ``--progress``) goes to the ``prefer``
+    tables: the run's own by default, ``("sample",)`` for ``python -m mmengine.sample``.
     Derived values are filled in by the training type's spec (e.g. ``model.attention_type='auto'``,
     a token-classification run's default corruption kinds), so the resolved config that is printed
     and saved with the checkpoints says what the run does.
@@ -344,10 +376,42 @@ def load_config(argv: list[str] | None = None, *, check_paths: bool = True) -> C
     cfg = Config()
     if path is not None:
         apply_dict(cfg, load_toml(path), str(path))
-    apply_overrides(cfg, overrides)
+    apply_overrides(cfg, overrides, prefer=prefer)
     validate(cfg, check_paths=check_paths)
     get_spec(cfg.train.training_type).resolve_config(cfg)
     return cfg
+
+
+def load_tables(argv: list[str], tables: tuple[str, ...], prog: str) -> tuple[Config, list[str]]:
+    """A command's own tables from ``[FILE.toml] [--table.key=value ...]`` (flat names prefer the first table).
+
+    Returns the config (every other table at its defaults) and the positional arguments before the
+    options. A file or an option that sets another table is refused in one sentence, so a training
+    config handed to the wrong command does not silently do nothing.
+    """
+    positional = []
+    while argv and not argv[0].startswith("-"):
+        positional.append(argv.pop(0))
+    files = [a for a in positional if a.endswith(".toml")]
+    positional = [a for a in positional if not a.endswith(".toml")]
+    if len(files) > 1:
+        raise ConfigError(f"{prog} takes at most one TOML file, got {', '.join(files)}.")
+    path, overrides = parse_args(files + argv)
+    cfg = Config()
+    if path is not None:
+        data = load_toml(path)
+        foreign = [t for t in data if t not in tables]
+        if foreign:
+            raise ConfigError(f"{path} sets [{foreign[0]}], but {prog} reads only "
+                              f"{', '.join('[' + t + ']' for t in tables)}.")
+        apply_dict(cfg, data, str(path))
+    for key, _raw in overrides:
+        dotted = _resolve_key(key, tables)
+        if dotted.partition(".")[0] not in tables:
+            raise ConfigError(f"--{key} is a setting of [{dotted.partition('.')[0]}], which {prog} does not read "
+                              f"(it reads {', '.join('[' + t + ']' for t in tables)}).")
+    apply_overrides(cfg, overrides, prefer=tables)
+    return cfg, positional
 
 
 def _unused_tables(cfg: Config) -> dict[str, type]:
@@ -394,8 +458,7 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
             raise ConfigError(f"{key} must be at least 1, got {value}.")
     for key, value in {"run.seed": r.seed, "optim.warmup_iters": o.warmup_iters, "optim.lr_decay_iters": o.lr_decay_iters,
                        "data.prefetch_depth": d.prefetch_depth, "train.grad_clip": t.grad_clip,
-                       "log.sample_tokens": cfg.log.sample_tokens, "run.max_rollbacks": r.max_rollbacks,
-                       "log.sample_temperature": cfg.log.sample_temperature}.items():
+                       "log.sample_tokens": cfg.log.sample_tokens, "run.max_rollbacks": r.max_rollbacks}.items():
         if value < 0:
             raise ConfigError(f"{key} must not be negative, got {value}.")
     if m.n_embd % m.n_head:
@@ -422,6 +485,7 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
                 raise ConfigError(f"{table}.{name} is set but train.training_type is '{t.training_type}'; "
                                   f"it applies only to {owner.description}.")
     get_spec(t.training_type).check_config(cfg, check_paths=check_paths)
+    cfg.sample.validate()
     if check_paths:
         if d.dir and not Path(d.dir).is_dir():
             raise ConfigError(f"data.dir '{d.dir}' does not exist (prepare one with `python -m mmengine.prepare INPUT --out DIR`).")
@@ -470,7 +534,7 @@ def table_help(table: str, cls: type) -> list[str]:
     return out
 
 
-def help_text(prog: str = "python -m mmengine.train") -> str:
+def help_text(prog: str = "python -m mmengine.train") -> str:  # noqa: D401
     """Usage plus every table and field with its default and help string."""
     out = [f"usage: {prog} [CONFIG.toml] [--table.key=value ...]",
            "",
@@ -482,9 +546,12 @@ def help_text(prog: str = "python -m mmengine.train") -> str:
     return "\n".join(out)
 
 
-def cli_entry(main_fn, argv: list[str] | None, prog: str) -> int:
-    """:func:`mmengine.errors.cli_entry` with this schema's ``--help``."""
-    return _cli_entry(main_fn, argv, prog, help_text=lambda: help_text(prog))
+_help_text = help_text
+
+
+def cli_entry(main_fn, argv: list[str] | None, prog: str, help_text=None) -> int:
+    """:func:`mmengine.errors.cli_entry` with this schema's ``--help`` (or the command's own ``help_text``)."""
+    return _cli_entry(main_fn, argv, prog, help_text=help_text or (lambda: _help_text(prog)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,53 +1,62 @@
-"""``python -m mmengine.sample CKPT``: generate text from a masked-diffusion LM by iterative unmasking.
+"""``python -m mmengine.sample CKPT [sample.toml] [--sample.key=value ...]``: generate text with a language model.
 
-A chunk of ``[MASK]`` tokens is appended to the context; at each of ``steps`` steps the model
-predicts every masked position, a token is sampled for each, and some of them are revealed (random
-positions, the MDLM ancestral sampler, or the most confident ones; a linear schedule: after step s,
-s/steps of the chunk is revealed), the rest stay masked.
-Texts longer than the context are made chunk by chunk, each conditioned on the last half window.
-A causal model is sampled autoregressively instead.
+A masked-diffusion LM writes by iterative unmasking (schedules, token choice, remasking strategies,
+an inspector that points at wrong tokens, a judge that scores and picks: :mod:`mmengine.generate`);
+an autoregressive (or nanoGPT) model writes left to right with the same token-choice settings.
+Settings come from the ``[sample]`` table (a file and/or ``--sample.key=value``; the short names
+``--steps``, ``--temperature``, ``--seed``, ... work too); ``--data.dir`` gives the vocabulary of a
+checkpoint that stores none. Texts go to stdout, separated by ``---``; with ``--sample.out=FILE``
+one JSON object per sample: text, self_confidence, judge_score, steps, seconds.
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+from pathlib import Path
 
-from mmengine.sampling import generate, load_for_sampling, sample_text  # noqa: F401 (the API the CLI wraps)
+from mmengine.config import cli_entry, load_tables, table_help
+from mmengine.errors import ConfigError
 
-logger = logging.getLogger(__name__)
+PROG = "python -m mmengine.sample"
+
+
+def help_text() -> str:
+    from mmengine.config import TABLES
+
+    lines = [f"usage: {PROG} CKPT [sample.toml] [--sample.key=value ...] [--data.dir=DIR]", "",
+             __doc__.split("\n\n", 1)[1].strip(), ""]
+    lines += table_help("sample", TABLES["sample"])
+    lines += ["", "[data]", "  --data.dir=\"\"", "      Data dir whose vocabulary and tokenizer the checkpoint uses "
+              "(default: the one stored in the checkpoint)."]
+    return "\n".join(lines)
+
+
+def _run(argv: list[str]) -> int:
+    from mmengine.generate import sample_texts
+    from mmengine.generate.files import write_jsonl
+    from mmengine.generate.load import load_for_inference
+    from mmengine.generate.sampler import resolve_device
+
+    cfg, positional = load_tables(list(argv), ("sample", "data"), PROG)
+    if len(positional) != 1:
+        raise ConfigError(f"give one language-model checkpoint: {PROG} CKPT [sample.toml] [--sample.key=value ...].")
+    s = cfg.sample.validate()
+    for role in ("inspector", "judge"):
+        path = getattr(s, role)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"sample.{role} '{path}' does not exist.")
+    loaded = load_for_inference(positional[0], "language_model", data_dir=cfg.data.dir or None,
+                                device=resolve_device(s.device))
+    results = sample_texts(loaded.model, loaded.meta, loaded.tokenizer, s)
+    if s.out:
+        write_jsonl(s.out, results)
+        print(f"wrote {len(results)} samples to {s.out}", file=sys.stderr)
+        return 0
+    print("\n---\n".join(r["text"] for r in results))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mmengine.checkpoint import CheckpointError
-    from mmengine.model import ModelMode
-
-    p = argparse.ArgumentParser(prog="python -m mmengine.sample", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="a language-model checkpoint (out_dir/ckpt.pt or best.pt)")
-    p.add_argument("--length", type=int, default=200, help="tokens to generate")
-    p.add_argument("--steps", type=int, default=32, help="unmasking steps per chunk (a chunk is half a block of new tokens)")
-    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature")
-    p.add_argument("--order", choices=("random", "confidence"), default="random",
-                   help="reveal random masked positions (MDLM ancestral sampling) or the most confident first")
-    p.add_argument("--prompt", default="", help="text the sample continues")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--data-dir", default=None, help="data dir for the tokenizer (default: the one stored in the checkpoint)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        model, meta, tok = load_for_sampling(args.checkpoint, args.data_dir)
-        if model.config.mode is not ModelMode.LANGUAGE_MODEL:
-            raise ValueError(f"{args.checkpoint} is a {model.config.mode.value} checkpoint; sampling needs a language model")
-        for i in range(args.num_samples):
-            print(sample_text(model, meta, tok, length=args.length, steps=args.steps, seed=args.seed + i,
-                              temperature=args.temperature, prompt=args.prompt, order=args.order))
-            if i + 1 < args.num_samples:
-                print("---")
-    except (CheckpointError, ValueError, OSError) as e:
-        print(f"error: {str(e).rstrip('.')}.", file=sys.stderr)
-        return 2
-    return 0
+    return cli_entry(_run, argv, PROG, help_text=help_text)
 
 
 if __name__ == "__main__":

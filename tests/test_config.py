@@ -53,7 +53,9 @@ def test_the_issues_tables_and_fields():
               "train": "training_type max_iters eval_interval eval_iters log_interval gradient_accumulation_steps grad_clip",
               "optim": "learning_rate min_lr warmup_iters lr_decay_iters weight_decay beta1 beta2",
               "transfer": "init_from_checkpoint freeze_transformer unfreeze_at_iteration unfreeze_lr_multiplier",
-              "unmasking": "", "token_classification": "", "sequence_scoring": "", "log": ""}
+              "unmasking": "", "token_classification": "", "sequence_scoring": "", "log": "",
+              "sample": "num_samples length steps schedule temperature top_k top_p repetition_penalty remasking "
+                        "inspector judge best_of prompt infill out"}
     assert list(TABLES) == list(listed)
     for table, names in listed.items():
         assert set(names.split()) <= {f.name for f in dataclasses.fields(TABLES[table])}, table

@@ -23,8 +23,8 @@ def trained(tmp_path_factory):
     """A character LM trained for 150 steps on 30k characters of the bundled corpus (~10 s on 2 cores)."""
     from mmengine.config import load_config
     from mmengine.data.dataset import DataDir, bundled_corpus_path
-    from mmengine.prepare import prepare_text
-    from mmengine.sample import load_for_sampling
+    from mmengine.data.preparation import prepare_text
+    from mmengine.generate.load import load_for_inference
     from mmengine.train import train
 
     root = tmp_path_factory.mktemp("generate")
@@ -35,7 +35,8 @@ def trained(tmp_path_factory):
                              "--model.n_embd=32", "--model.n_head=2", "--data.block_size=32", "--data.batch_size=16",
                              "--train.max_iters=150", "--train.eval_interval=150", "--train.eval_iters=1",
                              "--optim.warmup_iters=10", "--log.sample_tokens=0", "--log.progress=false"]))
-    lm, meta, tok = load_for_sampling(res.checkpoint)
+    loaded = load_for_inference(res.checkpoint, "language_model")
+    lm, meta, tok = loaded.model, loaded.meta, loaded.tokenizer
     return lm, meta, tok, DataDir.open(root / "d"), root
 
 

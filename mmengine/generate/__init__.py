@@ -13,7 +13,13 @@ from mmengine.generate.config import SampleConfig
 from mmengine.generate.inspector import Inspector
 from mmengine.generate.judge import Judge
 from mmengine.generate.sampler import Sample, generate, self_confidence
-from mmengine.generate.text import classify_texts, parse_infill, render_classified, sample_texts, score_texts
+from mmengine.generate.text import (
+    classify_texts,
+    parse_infill,
+    render_classified,
+    sample_texts,
+    score_texts,
+)
 from mmengine.generate.vocab import SamplerVocab
 
 __all__ = [

@@ -34,7 +34,8 @@ class SampleConfig:
         "help": "Masked fraction after each step: 'linear', 'cosine', 'exponential' or 'custom' (custom_schedule).",
         "choices": SCHEDULES})
     custom_schedule: list = field(default_factory=list, metadata={
-        "help": "schedule='custom': the masked fraction after each step, one entry per step, the last 0.0."})
+        "help": "schedule='custom': the masked fraction after each step, one entry per step, the last 0.0.",
+        "items": "numbers"})
     start_ratio: float = field(default=1.0, metadata={
         "help": "Masked fraction the schedule starts from (before the first step), in [0, 1]."})
     end_ratio: float = field(default=0.0, metadata={

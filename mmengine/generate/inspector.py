@@ -23,7 +23,11 @@ def checkpoint_text_vocab(checkpoint: dict) -> int | None:
 
 def load_role_model(path, role: str, mode: str, device="cpu"):
     """(model on ``device`` in eval mode, checkpoint dict); a checkpoint of another mode is refused in one sentence."""
-    from mmengine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from mmengine.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        model_from_checkpoint,
+    )
 
     try:
         checkpoint = load_checkpoint(path)

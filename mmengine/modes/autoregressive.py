@@ -39,8 +39,6 @@ class AutoregressiveMode(ModeSpec):
         return "autoregressive language model"
 
     def sample(self, model, meta, tokenizer, cfg):
-        from mmengine.sampling import sample_text
+        from mmengine.modes.base import end_of_run_sample
 
-        text = sample_text(model, meta, tokenizer, length=cfg.log.sample_tokens, temperature=cfg.log.sample_temperature,
-                           seed=cfg.run.seed)
-        return "sample (left to right)", text
+        return "sample (left to right)", end_of_run_sample(model, meta, tokenizer, cfg)

@@ -41,6 +41,24 @@ from mmengine.rng import STREAM_VAL, rng_for
 logger = logging.getLogger(__name__)
 
 
+def end_of_run_sample(model, meta, tokenizer, cfg) -> str:
+    """The text shown when a language model's run ends: ``log.sample_tokens`` tokens with the ``[sample]`` settings.
+
+    Inspector and judge strategies fall back to 'random' when the table names no inspector (the end of a
+    run must never fail on a sampler setting that only ``python -m mmengine.sample`` uses).
+    """
+    import dataclasses
+
+    from mmengine.generate import sample_texts
+    from mmengine.generate.config import INSPECTOR_STRATEGIES
+
+    s = dataclasses.replace(cfg.sample, num_samples=1, length=cfg.log.sample_tokens, best_of=1, out="", progress=False,
+                            device=str(next(model.parameters()).device), judge="")
+    if s.remasking in INSPECTOR_STRATEGIES and not s.inspector:
+        s = dataclasses.replace(s, remasking="random")
+    return sample_texts(model, meta, tokenizer, s)[0]["text"]
+
+
 def spread(num_items: int, n: int) -> np.ndarray:
     """``n`` item indices spread evenly over ``num_items`` (a validation set that sees all of a split)."""
     return np.linspace(0, num_items - 1, n).round().astype(np.int64)

@@ -175,8 +175,6 @@ class UnmaskingMode(ModeSpec):
         return f"unmasking, stage {self.stage_index() + 1}/{len(self.stages)}"
 
     def sample(self, model, meta, tokenizer, cfg):
-        from mmengine.sampling import sample_text
+        from mmengine.modes.base import end_of_run_sample
 
-        text = sample_text(model, meta, tokenizer, length=cfg.log.sample_tokens, steps=max(1, cfg.log.sample_steps),
-                           temperature=cfg.log.sample_temperature, order=cfg.log.sample_order, seed=cfg.run.seed)
-        return "sample (iterative unmasking)", text
+        return "sample (iterative unmasking)", end_of_run_sample(model, meta, tokenizer, cfg)
