@@ -19,8 +19,8 @@ Two objectives:
   - ``span``: spans with geometric lengths of mean ``span_length`` starting at random unmasked
     positions, until exactly ``max(1, round(target_masked_ratio * T))`` positions are masked. With
     ``spans_count = S > 0`` it is the earlier research trainer's span stage instead: 2S boundaries
-    drawn uniformly from the T positions, sorted and paired into S inclusive spans (overlapping or
-    touching spans merge, so the masked share varies from row to row).
+    drawn uniformly from the T positions, sorted and paired into S inclusive spans (so the masked share
+    varies from row to row, S / (2S + 1) on average).
 
   A batch may mix stages (:func:`make_mixed_mask`, the earlier trainer's ``use_all_stages_for_training``):
   its rows are split evenly between them, the remainder going to the earlier stages, in random order.

@@ -235,7 +235,7 @@ class UnmaskingMode(ModeSpec):
                 ratio = masked.float().mean()
                 loss = loss * torch_sqrt_inverse(ratio)
             if u.enable_entropy_penalty:
-                lam = batch[RECIPE_KEY].float()
+                lam = batch[RECIPE_KEY].float().reshape(())  # a 0-d array arrives as shape (1,)
                 loss = loss * (1.0 + lam * wrong_answer_entropy_gap(logits, y))
         return logits, loss
 
@@ -349,20 +349,23 @@ def wrong_answer_entropy_gap(logits, y):
     """(Hmax - H_wrong) / Hmax over the masked positions, differentiable (a 0-d tensor).
 
     H_wrong is the entropy of the predicted distribution with the true token removed and the rest
-    renormalised, averaged over the masked positions that put any mass on wrong tokens; Hmax = log(V - 1)
-    for a softmax over V ids. 0 (no penalty) where no masked position has wrong mass at all.
+    renormalised, averaged over the masked positions that put any mass (> 1e-9, as the earlier trainer)
+    on wrong tokens; Hmax = log(V - 1) for a softmax over V ids. 0 (no penalty) where no masked position
+    has wrong mass at all. Computed from log-probabilities with the true logit pushed to a large finite
+    negative value, so an exact zero probability never meets a log (whose gradient would be NaN).
     """
     import torch
 
     V = logits.shape[-1]
     if V < 3:  # one wrong id: its entropy is always 0 = Hmax
         return logits.new_zeros((), dtype=torch.float32)
-    p = torch.softmax(logits.float(), dim=-1)  # (B, T, V)
-    wrong = p.scatter(-1, y.clamp_min(0)[..., None], 0.0)
-    total = wrong.sum(-1, keepdim=True)
-    has_wrong = (total.squeeze(-1) > 1e-9) & (y != -1)  # (B, T)
-    q = wrong / torch.where(total > 1e-9, total, torch.ones_like(total))
-    h_rows = -torch.special.xlogy(q, q).sum(-1)  # (B, T)
+    z = logits.float()
+    true = torch.zeros_like(z, dtype=torch.bool).scatter(-1, y.clamp_min(0)[..., None], True)
+    z_wrong = z.masked_fill(true, -1e9)  # (B, T, V)
+    log_q = torch.log_softmax(z_wrong, dim=-1)  # the wrong tokens renormalised
+    h_rows = -(log_q.exp() * log_q).sum(-1)  # (B, T); the true token adds 0 * (finite)
+    log_wrong_mass = torch.logsumexp(z_wrong, -1) - torch.logsumexp(z, -1)  # log(1 - p_true)
+    has_wrong = (log_wrong_mass > math.log(1e-9)) & (y != -1)
     count = has_wrong.sum()
     h = torch.where(has_wrong, h_rows, torch.zeros_like(h_rows)).sum() / count.clamp_min(1)
     h_max = math.log(V - 1)
