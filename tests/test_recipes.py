@@ -57,7 +57,7 @@ def plain_loss(model, batch, text_vocab):
 # --- stages -----------------------------------------------------------------------------------------
 
 def test_mixed_batches_hold_every_stage_up_to_the_current_one(data_dir):
-    cfg, spec = spec_for(data_dir, STAGES3, "--unmasking.use_all_stages_for_training=true")
+    _, spec = spec_for(data_dir, STAGES3, "--unmasking.use_all_stages_for_training=true")
     for current, counts in [(0, {4: 6}), (1, {4: 3, 8: 3}), (2, {4: 2, 8: 2, 12: 2})]:
         b = spec.build_batch("train", np.arange(6), rng(current), 0, current)
         per_row = (b["y"] != -1).sum(1)
@@ -70,7 +70,7 @@ def test_mixed_batches_hold_every_stage_up_to_the_current_one(data_dir):
 
 
 def test_validation_stages_are_their_own_and_the_curriculum_follows_their_mean(data_dir):
-    cfg, spec = spec_for(data_dir, STAGES3, "--unmasking.validation_stages=[{type=\"sticky\", target_masked_ratio=0.5}]",
+    _, spec = spec_for(data_dir, STAGES3, "--unmasking.validation_stages=[{type=\"sticky\", target_masked_ratio=0.5}]",
                          "--unmasking.val_loss_stale_count=1")
     groups = [g for g, _ in spec.val_batches()]
     assert set(groups) == {"stage0"}
@@ -145,7 +145,7 @@ def test_weight_loss_by_mask_ratio(data_dir):
 
 
 def test_entropy_penalty_ramps_from_its_start_to_max_iters(data_dir):
-    cfg, spec = spec_for(data_dir, "--unmasking.enable_entropy_penalty=true", "--unmasking.entropy_penalty_start_iter=10",
+    _, spec = spec_for(data_dir, "--unmasking.enable_entropy_penalty=true", "--unmasking.entropy_penalty_start_iter=10",
                          "--unmasking.max_entropy_penalty=0.5")
     assert [spec.entropy_lambda(i) for i in (0, 9, 10, 20, 30, 45)] == [0.0, 0.0, 0.0, 0.25, 0.5, 0.5]
     assert float(spec.train_batch(np.arange(6), rng(), 20, 0)[RECIPE_KEY]) == 0.25
@@ -200,7 +200,7 @@ def test_spec_loss_with_the_entropy_penalty(data_dir):
     torch.testing.assert_close(got, want)
     assert got > plain_loss(m, b, K)
     got.backward()  # differentiable through H_wrong, as in the earlier trainer
-    assert m.lm_head.weight.grad is not None
+    assert all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 
 
 def test_recipes_need_what_they_act_on():
@@ -357,7 +357,7 @@ def test_a_run_with_every_recipe_trains(data_dir, tmp_path):
                              "--train.max_iters=6", "--train.eval_interval=2", "--train.gradient_accumulation_steps=2",
                              "--log.progress=false", "--log.sample_tokens=0", *ALL_RECIPES,
                              "--unmasking.entropy_penalty_start_iter=2", "--unmasking.use_all_stages_for_training=true",
-                             "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3, val_loss_stale_count=1}, "
-                             "{type=\"span\", spans_count=2}]"]))
+                             ("--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3, val_loss_stale_count=1}, "
+                              "{type=\"span\", spans_count=2}]")]))
     assert res.iter_num == 6 and all(math.isfinite(v) for v in res.train_losses.values())
     assert {"accuracy", "p_correct", "model_vs_uniform", "mask_ratio_mean", "loss_stage1"} <= set(res.val[-1])
