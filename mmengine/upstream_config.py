@@ -8,7 +8,7 @@ line in the notes, nothing more.
 
 Each known key goes to its mmengine table (``n_layer`` -> ``[model]``, ``learning_rate`` -> ``[optim]``,
 ``unmasking_stages`` -> ``[unmasking] stages`` in mmengine's stage format, the recipes
-``use_all_stages_for_training``, ``uncertainty_factor``, ... -> ``[unmasking]``; a sequence scorer's stages and
+``uncertainty_factor``, ... -> ``[unmasking]``, its stage mixing -> ``stage_mixing``; a sequence scorer's stages and
 ``unmasking_model_checkpoint`` -> ``[sequence_scoring]`` with ``score_source = "reconstruction"``). Whether
 mmengine has a key is read from the schema it is given (``mmengine.config.TABLES``, and
 :class:`mmengine.data.masking.MaskingStage` for stage keys) at conversion time: a key it does not have is still
@@ -61,8 +61,8 @@ _DIRECT = {
     "wandb_log": "log.wandb", "wandb_project": "log.wandb_project",
 }
 # The earlier trainer's loss and batch recipes: [unmasking] keys of the same names, for a language model only.
-_UNMASKING_RECIPES = ("use_all_stages_for_training", "uncertainty_factor", "weight_loss_by_mask_ratio",
-                      "enable_entropy_penalty", "max_entropy_penalty", "entropy_penalty_start_iter")
+_UNMASKING_RECIPES = ("uncertainty_factor", "weight_loss_by_mask_ratio", "enable_entropy_penalty", "max_entropy_penalty",
+                      "entropy_penalty_start_iter")
 # Which training types read those recipes (None: the file does not say, so mmengine's default, unmasking).
 _RECIPE_READERS = (None, "unmasking")
 # Where the stage lists of a file go, by its training_type: a scorer masks for its LM's reconstructions,
@@ -73,7 +73,7 @@ _EARLIER_DEFAULTS = {"entropy_penalty_start_iter": 6000}
 # Keys read by a converter below (not carried as they are).
 _CONVERTED = frozenset({"training_type", "binary_classification", "dataset", "init_from", "position_encoding",
                         "unfreeze_at_iteration", "unmasking_stages", "validation_stages", "unmasking_model_checkpoint",
-                        *_UNMASKING_RECIPES})
+                        "use_all_stages_for_training", *_UNMASKING_RECIPES})
 # Stage keys of the earlier trainer -> mmengine's MaskingStage names.
 _STAGE_KEYS = {"type": "type", "target_masked_ratio": "target_masked_ratio", "p1_probability": "p1",
                "p2_probability": "p2", "max_masked_ratio": "max_masked_ratio", "spans_count": "spans_count",
@@ -317,10 +317,9 @@ class _Converter:
         v = self.values
         present = [key for key in _UNMASKING_RECIPES if key in v]
         if kind not in _RECIPE_READERS:
-            # a scorer's stage converter reads use_all_stages_for_training itself
-            own = {"use_all_stages_for_training"} if kind in _STAGE_CONVERTERS else set()
-            self.notes.ignored += [f"{key} (a recipe of the language model; training_type is {kind!r})" for key in present
-                                   if key not in own]
+            if "use_all_stages_for_training" in v and kind not in _STAGE_CONVERTERS:
+                present.append("use_all_stages_for_training")
+            self.notes.ignored += [f"{key} (a recipe of the language model; training_type is {kind!r})" for key in present]
             return
         for key in present:
             self.put(f"unmasking.{key}", v[key], key)
@@ -334,6 +333,8 @@ class _Converter:
         v = self.values
         if "unmasking_model_checkpoint" in v:
             self.notes.ignored.append("unmasking_model_checkpoint (used by a sequence scorer only)")
+        if "use_all_stages_for_training" in v and "unmasking_stages" not in v:
+            self.notes.ignored.append("use_all_stages_for_training (the file lists no unmasking_stages)")
         if "unmasking_stages" in v:
             stages = self.stages("unmasking_stages", v["unmasking_stages"], keep_stale=True)
             if stages:
@@ -344,10 +345,23 @@ class _Converter:
                     for s in stages:
                         del s["val_loss_stale_count"]
                 self.put_stages("unmasking.stages", stages, "unmasking_stages")
+                self.stage_mixing(len(stages))
         if "validation_stages" in v:
             stages = self.stages("validation_stages", v["validation_stages"], keep_stale=False)
             if stages:
                 self.put_stages("unmasking.validation_stages", stages, "validation_stages")
+
+    def stage_mixing(self, count: int) -> None:
+        """Its training batches: every stage mixed with use_all_stages_for_training = True, else stages 0..current."""
+        flag = self.values.get("use_all_stages_for_training", False)
+        if not isinstance(flag, bool):
+            self.notes.unconvertible.append(f"use_all_stages_for_training = {flag!r} is not True or False")
+        elif flag:
+            self.put("unmasking.stage_mixing", "all", "use_all_stages_for_training = True")
+        elif count > 1:
+            self.put("unmasking.stage_mixing", "up_to_current", "use_all_stages_for_training (not True)")
+            self.notes.remarks.append("use_all_stages_for_training is not True: its batches mixed stages 0..current, "
+                                      "stage_mixing = 'up_to_current'")
 
     def scorer_stages(self) -> None:
         """A sequence scorer of the earlier trainer: labels from its frozen LM's reconstructions of text masked

@@ -56,17 +56,26 @@ def plain_loss(model, batch, text_vocab):
 
 # --- stages -----------------------------------------------------------------------------------------
 
+def masked_per_row(spec, current, seed=0):
+    b = spec.build_batch("train", np.arange(6), rng(seed), 0, current)
+    per_row = (b["y"] != -1).sum(1)
+    return dict(zip(*np.unique(per_row, return_counts=True)))
+
+
 def test_mixed_batches_hold_every_stage_up_to_the_current_one(data_dir):
-    _, spec = spec_for(data_dir, STAGES3, "--unmasking.use_all_stages_for_training=true")
-    for current, counts in [(0, {4: 6}), (1, {4: 3, 8: 3}), (2, {4: 2, 8: 2, 12: 2})]:
-        b = spec.build_batch("train", np.arange(6), rng(current), 0, current)
-        per_row = (b["y"] != -1).sum(1)
-        assert dict(zip(*np.unique(per_row, return_counts=True))) == counts  # 16 x 0.25 / 0.5 / 0.75 = 4 / 8 / 12
+    _, spec = spec_for(data_dir, STAGES3, "--unmasking.stage_mixing=up_to_current")
+    # 16 x 0.25 / 0.5 / 0.75 = 4 / 8 / 12 masked: stage 0 alone, then 0 and 1, then all three, split evenly
+    assert [masked_per_row(spec, c) for c in (0, 1, 2)] == [{4: 6}, {4: 3, 8: 3}, {4: 2, 8: 2, 12: 2}]
     orders = {tuple((spec.build_batch("train", np.arange(6), rng(s), 0, 2)["y"] != -1).sum(1)) for s in range(10)}
     assert len(orders) > 3  # rows of each stage in random order
-    _, single = spec_for(data_dir, STAGES3)  # off: the current stage alone
-    assert ((single.build_batch("train", np.arange(6), rng(0), 0, 1)["y"] != -1).sum(1) == 8).all()
     assert "mix stages" in spec.describe()
+
+
+def test_mixing_every_stage_and_the_default_current_stage(data_dir):
+    _, every = spec_for(data_dir, STAGES3, "--unmasking.stage_mixing=all")  # the earlier use_all_stages_for_training
+    assert all(masked_per_row(every, c, c) == {4: 2, 8: 2, 12: 2} for c in (0, 1, 2))
+    _, single = spec_for(data_dir, STAGES3)
+    assert [masked_per_row(single, c) for c in (0, 1, 2)] == [{4: 6}, {8: 6}, {12: 6}]
 
 
 def test_validation_stages_are_their_own_and_the_curriculum_follows_their_mean(data_dir):
@@ -207,7 +216,7 @@ def test_recipes_need_what_they_act_on():
     for argv, fragment in [(["--unmasking.uncertainty_factor=1.0"], "uncertainty_factor"),
                            (["--unmasking.enable_entropy_penalty=true", "--unmasking.entropy_penalty_start_iter=1000"],
                             "would never apply"),
-                           (["--unmasking.objective=continuous_time", "--unmasking.use_all_stages_for_training=true"],
+                           (["--unmasking.objective=continuous_time", "--unmasking.stage_mixing=all"],
                             "does not use"),
                            (["--unmasking.max_entropy_penalty=-1"], "must not be negative")]:
         with pytest.raises(ConfigError, match=fragment):
@@ -356,7 +365,7 @@ def test_a_run_with_every_recipe_trains(data_dir, tmp_path):
                              "--model.n_head=2", "--data.block_size=16", "--data.batch_size=4", "--train.eval_iters=2",
                              "--train.max_iters=6", "--train.eval_interval=2", "--train.gradient_accumulation_steps=2",
                              "--log.progress=false", "--log.sample_tokens=0", *ALL_RECIPES,
-                             "--unmasking.entropy_penalty_start_iter=2", "--unmasking.use_all_stages_for_training=true",
+                             "--unmasking.entropy_penalty_start_iter=2", "--unmasking.stage_mixing=up_to_current",
                              ("--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3, val_loss_stale_count=1}, "
                               "{type=\"span\", spans_count=2}]")]))
     assert res.iter_num == 6 and all(math.isfinite(v) for v in res.train_losses.values())

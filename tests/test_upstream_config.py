@@ -96,7 +96,7 @@ def test_unmasking_stage_config(name):
     # mmengine's stage format, the per-stage stale counts kept (they differ: 6 and 10)
     assert tables["unmasking"]["stages"] == [{**STICKY, "val_loss_stale_count": 6}, {**RANDOM, "val_loss_stale_count": 10}]
     assert tables["unmasking"]["validation_stages"] == [STICKY, RANDOM]
-    assert tables["unmasking"]["use_all_stages_for_training"] is True
+    assert tables["unmasking"]["stage_mixing"] == "all"  # its use_all_stages_for_training = True: every stage, always
     assert notes.needs_support == []  # every key of the earlier trainer's stage config has its mmengine setting now
     assert any("validation_stages[1].val_loss_stale_count" in x for x in notes.ignored)
     for stage in supported_part(tables, notes)["unmasking"]["stages"]:
@@ -109,7 +109,7 @@ def test_scorer_config_carries_the_transfer_and_the_reconstruction_lm():
     tables, notes = convert_config(CONFIGS / "lr_scorer.py")
     assert tables["train"]["training_type"] == "sequence_scoring"
     assert tables["transfer"] == {"init_from_checkpoint": "out/out16_unmasking/ckpt_unmasking_20.pt"}
-    # its labels: the frozen LM's reconstructions of text masked with its stages (mixed: use_all_stages_for_training)
+    # its labels: the frozen LM's reconstructions of text masked with its stages (mixed: use_all_stages_for_training = True)
     assert tables["sequence_scoring"] == {"score_source": "reconstruction",
                                           "unmasking_model_checkpoint": "out/out16_unmasking/ckpt_unmasking_20.pt",
                                           "stages": [STICKY, RANDOM], "validation_stages": [STICKY, RANDOM]}
@@ -127,6 +127,19 @@ def test_a_scorer_without_use_all_stages_keeps_stage_0_and_lm_recipes_are_listed
     assert tables["sequence_scoring"]["stages"] == [{"type": "random", "max_masked_ratio": 0.3}]
     assert any("stage 0 only" in r for r in notes.remarks)
     assert "uncertainty_factor (a recipe of the language model; training_type is 'sequence_scoring')" in notes.ignored
+
+
+def test_without_use_all_stages_its_batches_mixed_stages_up_to_the_current_one(tmp_path):
+    path = tmp_path / "lm.py"
+    stages = "[{'type': 'random', 'max_masked_ratio': 0.3, 'val_loss_stale_count': 2}, {'type': 'span', 'spans_count': 2, " \
+             "'val_loss_stale_count': 2}]"
+    for flag, want in [("", "up_to_current"), ("use_all_stages_for_training = False\n", "up_to_current"),
+                       ("use_all_stages_for_training = True\n", "all")]:
+        path.write_text(f"training_type = 'unmasking'\n{flag}unmasking_stages = {stages}\n")
+        tables, notes = convert_config(path)
+        assert tables["unmasking"]["stage_mixing"] == want and notes.needs_support == []
+    path.write_text("training_type = 'unmasking'\nuse_all_stages_for_training = True\n")
+    assert "use_all_stages_for_training (the file lists no unmasking_stages)" in convert_config(path)[1].ignored
 
 
 def test_entropy_penalty_without_its_start_gets_the_earlier_default(tmp_path):

@@ -22,7 +22,7 @@ Two objectives:
     drawn uniformly from the T positions, sorted and paired into S inclusive spans (so the masked share
     varies from row to row, S / (2S + 1) on average).
 
-  A batch may mix stages (:func:`make_mixed_mask`, the earlier trainer's ``use_all_stages_for_training``):
+  A batch may mix stages (:func:`make_mixed_mask`, the earlier trainer's mixed batches):
   its rows are split evenly between them, the remainder going to the earlier stages, in random order.
 
 * **Continuous time** (MDLM / LLaDA, :func:`continuous_time_mask`): per row a time t in [eps, 1),
@@ -176,7 +176,7 @@ def stage_of_rows(num_stages: int, B: int, rng: np.random.Generator) -> np.ndarr
 
 def make_mixed_mask(stages, batch_shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(mask (B, T) bool, stage (B,) int64)``: each row masked by one of ``stages``, split as
-    :func:`stage_of_rows` says (the earlier trainer's ``use_all_stages_for_training`` batches)."""
+    :func:`stage_of_rows` says (the earlier trainer's training batches)."""
     B, T = (int(s) for s in batch_shape)
     stage = stage_of_rows(len(stages), B, rng)
     mask = np.zeros((B, T), dtype=bool)

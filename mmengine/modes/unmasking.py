@@ -6,9 +6,11 @@ MDLM/LLaDA objective whose validation loss is an upper bound on the NLL per toke
 
 The earlier research trainer's recipes, each off by default:
 
-- ``use_all_stages_for_training``: every training batch mixes stages 0..current (rows split evenly,
-  the remainder to the earlier stages, in random order); ``validation_stages``: a validation set of
-  its own stages (the curriculum then follows the mean validation loss, as that trainer did).
+- ``stage_mixing``: a training batch masked by the curriculum's stage alone (``current``, mmengine's
+  default), or mixing stages 0..current (``up_to_current``, that trainer's default) or every stage
+  (``all``, its ``use_all_stages_for_training = True``): rows split evenly, the remainder to the earlier
+  stages, in random order. ``validation_stages``: a validation set of its own stages (the curriculum then
+  follows the mean validation loss, as that trainer did).
 - Loss recipes, applied to *training* batches only (:meth:`UnmaskingMode.train_batch` marks them):
   ``uncertainty_factor`` (label smoothing over the text ids), ``weight_loss_by_mask_ratio`` (loss x
   sqrt(1 / masked share of the batch)) and the wrong-answer entropy penalty (loss x (1 + lambda(t)
@@ -53,8 +55,11 @@ class UnmaskingConfig:
                                    "special id (MDLM's zero-masking-probability parameterization).")
     validation_stages: list = option([], "Masking stages of the validation set, one loss each; empty = the training stages. With a list "
                                          "of its own the curriculum follows the mean validation loss (the earlier trainer's way).")
-    use_all_stages_for_training: bool = option(False, "Every training batch mixes stages 0..current: rows split evenly (the remainder "
-                                                      "to the earlier stages), in random order.")
+    stage_mixing: str = option("current", "Stages a training batch is masked with: 'current' (the curriculum's stage), 'up_to_current' "
+                                          "(stages 0..current mixed: rows split evenly, the remainder to the earlier stages, in random "
+                                          "order; the earlier trainer's default) or 'all' (every stage mixed so, whatever the curriculum "
+                                          "stage; its use_all_stages_for_training = True).",
+                               choices=("current", "up_to_current", "all"))
     uncertainty_factor: float = option(0.0, "Label smoothing of the training loss: the true token gets 1 - u, the other text ids "
                                             "share u; special ids get nothing (0 = off).")
     weight_loss_by_mask_ratio: bool = option(False, "Multiply the training loss by sqrt(1 / masked share of the batch).")
@@ -94,8 +99,8 @@ class UnmaskingMode(ModeSpec):
             raise ConfigError(f"unmasking.entropy_penalty_start_iter ({u.entropy_penalty_start_iter}) is not before train.max_iters "
                               f"({cfg.train.max_iters}), so the entropy penalty would never apply.")
         if u.objective == "continuous_time":
-            for key in ("use_all_stages_for_training", "validation_stages"):
-                if getattr(u, key):
+            for key in ("stage_mixing", "validation_stages"):
+                if getattr(u, key) not in ("current", []):
                     raise ConfigError(f"unmasking.{key} is about masking stages, which unmasking.objective='continuous_time' does not use.")
         from mmengine.data.masking import MaskingStage
 
@@ -163,9 +168,8 @@ class UnmaskingMode(ModeSpec):
 
     def training_stages(self, stage: int) -> list:
         """The stages one training batch is masked with at curriculum stage ``stage``."""
-        if self.cfg.unmasking.use_all_stages_for_training:
-            return self.stages[:stage + 1]
-        return [self.stages[stage]]
+        mixing = self.cfg.unmasking.stage_mixing
+        return {"current": [self.stages[stage]], "up_to_current": self.stages[:stage + 1], "all": self.stages}[mixing]
 
     def build_batch(self, split, idx, rng, iteration, batch_state):
         x = self.windows(split).gather(idx)
@@ -315,7 +319,8 @@ class UnmaskingMode(ModeSpec):
     def describe(self):
         if self.continuous:
             return "unmasking (continuous-time objective)"
-        mixed = ", batches mix stages 1..current" if self.cfg.unmasking.use_all_stages_for_training else ""
+        mixed = {"current": "", "up_to_current": ", batches mix stages 1..current", "all": ", batches mix every stage"}[
+            self.cfg.unmasking.stage_mixing]
         return f"unmasking, stage {self.stage_index() + 1}/{len(self.stages)}{mixed}"
 
     def sample(self, model, meta, tokenizer, cfg):
