@@ -436,10 +436,12 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
         # on resume the trunk is in ckpt.pt already, so the transfer source may be gone
         if tr.init_from_checkpoint and r.init_from != "resume" and not Path(tr.init_from_checkpoint).is_file():
             raise ConfigError(f"transfer.init_from_checkpoint '{tr.init_from_checkpoint}' does not exist.")
-        from mmengine.upstream_run import resume_path  # ckpt.pt, or the earlier trainer's ckpt_<kind>_<iter>.pt
+        if r.init_from == "resume":
+            # ckpt.pt, or the newest ckpt_<kind>_<iter>.pt (the earlier trainer's files)
+            from mmengine.upstream_run import resume_path
 
-        if r.init_from == "resume" and resume_path(r.out_dir) is None:
-            raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
+            if resume_path(r.out_dir) is None:
+                raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
 
 
 # --- printing ------------------------------------------------------------------------------------

@@ -52,19 +52,27 @@ def meta(nanogpt_char_dir):
     return DataDir.open(nanogpt_char_dir).meta
 
 
+def nanogpt_order(names):
+    """nanoGPT's module order: wte, wpe, the blocks, ln_f, lm_head (ours puts wpe after ln_f)."""
+    rank = {"transformer.wte": 0, "transformer.wpe": 1, "transformer.h": 2, "transformer.ln_f": 3}
+    return sorted(names, key=lambda k: rank.get(".".join(k.split(".")[:2]), 4))  # stable: blocks keep their order
+
+
 def nanogpt_file(path, vocab=65, block=32):
-    """A checkpoint laid out as nanoGPT's train.py writes it (compiled keys, its model_args and flat config, two
-    AdamW groups after one step): a causal model with learned positions."""
+    """A checkpoint laid out as nanoGPT's train.py writes it (its module order, compiled keys, its model_args and
+    flat config, two AdamW groups over named_parameters() after one step): a causal model with learned positions."""
     torch.manual_seed(0)
     args = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": block, "bias": True, "vocab_size": vocab, "dropout": 0.0}
     model = GPT(GPTConfig(**args, attention_type="causal", use_rope=False))
-    params = dict(model.named_parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params.values() if p.dim() >= 2], "weight_decay": 0.1},
-                             {"params": [p for p in params.values() if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3)
+    named = dict(model.named_parameters())
+    params = [named[k] for k in nanogpt_order(named)]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=1e-3)
     x = torch.randint(0, vocab, (2, block))
     model(x, x)[1].backward()
     opt.step()
-    torch.save({"model": {"_orig_mod." + k: v for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
+    state = model.state_dict()
+    torch.save({"model": {"_orig_mod." + k: state[k] for k in nanogpt_order(state)}, "optimizer": opt.state_dict(),
                 "model_args": args, "iter_num": 1, "best_val_loss": torch.tensor(4.0),
                 "config": {"dataset": "shakespeare_char", "batch_size": 2, "block_size": block}}, path)
     return model
@@ -340,3 +348,64 @@ def test_the_converted_stage_config_trains_on_a_nanogpt_data_dir(nanogpt_char_di
     # the example in configs/ is what the converter writes today
     shipped = tomllib.loads((ROOT / "configs" / "converted_earlier_trainer_unmasking.toml").read_text())
     assert shipped == tomllib.loads(converted_config(tmp_path).read_text())
+
+
+def test_resume_a_nanogpt_checkpoint(nanogpt_char_dir, tmp_path, caplog):
+    source = nanogpt_file(tmp_path / "ckpt.pt")
+    argv = [f"--data.dir={nanogpt_char_dir}", f"--run.out_dir={tmp_path}", "--run.init_from=resume",
+            "--train.training_type=autoregressive", "--data.block_size=32", "--data.batch_size=4", "--train.eval_iters=1",
+            "--train.max_iters=3", "--train.eval_interval=3", *QUIET]
+    with caplog.at_level(logging.INFO, logger="mmengine"):
+        trainer = Trainer(load_config(argv))
+    try:
+        model = trainer.raw_model
+        assert not model.config.use_rope and model.config.bias  # from its weights, whatever the run config says
+        torch.testing.assert_close(model.transformer.wpe.weight, source.transformer.wpe.weight, rtol=0, atol=0)
+        assert "optimizer moments of 16 tensors mapped by parameter name" in caplog.text
+        # wpe is the 2nd tensor of nanoGPT's decay group (its module order) and the last one of ours: found by name
+        saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)["optimizer"]["state"][1]
+        torch.testing.assert_close(trainer.optimizer.state[model.transformer.wpe.weight]["exp_avg"], saved["exp_avg"],
+                                   rtol=0, atol=0)
+        assert "unknown option" not in caplog.text and "differ from the checkpoint" not in caplog.text
+    finally:
+        trainer.close()
+    assert train(load_config(argv)).iter_num == 3
+
+
+@needs_fixtures
+def test_resume_the_earlier_trainers_binary_token_classifier(nanogpt_char_dir, tmp_path, caplog):
+    shutil.copy(FIXTURES / BINARY, tmp_path / "ckpt_remasking_binary_20.pt")
+    cfg = load_config([str(converted_config(tmp_path, "lre0_remasking.py")), f"--data.dir={nanogpt_char_dir}",
+                       f"--run.out_dir={tmp_path}", "--run.init_from=resume", "--train.max_iters=21",
+                       "--train.eval_interval=1", *QUIET])
+    with caplog.at_level(logging.INFO, logger="mmengine"):
+        res = train(cfg)
+    assert res.iter_num == 21 and "f1" in res.val[-1]
+    assert "optimizer moments of 21 tensors mapped" in caplog.text  # the lm_head (2 classes) among them
+
+
+@needs_fixtures
+def test_cls_token_id_is_read_by_evaluate_and_resume(nanogpt_char_dir, tmp_path, capsys):
+    from mmengine.evaluate import main
+
+    layout = load_upstream_checkpoint(FIXTURES / SCORER)
+    layout["model_args"]["cls_token_id"] = None  # a scorer that does not say where its [CLS] is
+    layout["upstream"]["vocabulary"]["cls"] = None
+    torch.save(layout, tmp_path / "ckpt_sequence_scorer_20.pt")
+    path = str(tmp_path / "ckpt_sequence_scorer_20.pt")
+    assert main([path, f"--data.dir={nanogpt_char_dir}", "--train.eval_iters=1"]) == 2
+    err = capsys.readouterr().err
+    assert "records no [CLS] id; pass --cls_token_id" in err and err.count("\n") == 1
+    metrics = evaluate_checkpoint(path, [f"--data.dir={nanogpt_char_dir}", "--train.eval_iters=1", "--cls_token_id=70"],
+                                  device="cpu")
+    want = evaluate_checkpoint(str(FIXTURES / SCORER), [f"--data.dir={nanogpt_char_dir}", "--train.eval_iters=1"],
+                               device="cpu")
+    assert metrics["mse"] == want["mse"]  # the row it recorded, 70, told instead
+    trainer = Trainer(load_config([f"--data.dir={nanogpt_char_dir}", f"--run.out_dir={tmp_path}", "--run.init_from=resume",
+                                   "--train.training_type=sequence_scoring", "--data.block_size=48", "--cls_token_id=70",
+                                   *QUIET]))
+    try:
+        original = layout["model"]["transformer.wte.weight"][70]
+        torch.testing.assert_close(trainer.raw_model.transformer.wte.weight[trainer.meta.cls_id], original, rtol=0, atol=0)
+    finally:
+        trainer.close()
