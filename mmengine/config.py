@@ -131,6 +131,8 @@ class TransferConfig:
     freeze_transformer: bool = _f(False, "Train only the head (feature extraction); needs init_from_checkpoint.")
     unfreeze_at_iteration: int = _f(-1, "Unfreeze the trunk at this step (-1 = never); needs freeze_transformer.")
     unfreeze_lr_multiplier: float = _f(0.1, "After unfreezing, the trunk's learning rate is the scheduled one times this.")
+    cls_token_id: int = _f(-1, "The [CLS] row of an earlier-trainer checkpoint that does not record it (used by transfer, resume "
+                               "and evaluate; flat flag --cls_token_id); -1 = the one the file records.")
 
 
 @dataclass
@@ -145,6 +147,8 @@ class LogConfig:
     sample_tokens: int = _f(200, "Language models: length of the sample shown at the end of the run (0 = none); "
                                  "everything else about it comes from the [sample] table.")
     save_best: bool = _f(True, "Keep out_dir/best.pt, the checkpoint with the lowest validation loss.")
+    keep_every: int = _f(0, "Also keep out_dir/ckpt_<training_type>_<iter>.pt at each evaluation whose step is a multiple of this "
+                            "(the earlier trainer's numbered files; a multiple of train.eval_interval); 0 = never.")
 
 
 def _tables() -> dict[str, type]:
@@ -479,6 +483,10 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
         raise ConfigError(f"transfer.unfreeze_at_iteration must be -1 (never) or a step, got {tr.unfreeze_at_iteration}.")
     if tr.unfreeze_lr_multiplier <= 0:
         raise ConfigError(f"transfer.unfreeze_lr_multiplier must be positive, got {tr.unfreeze_lr_multiplier}.")
+    if tr.cls_token_id < -1:
+        raise ConfigError(f"transfer.cls_token_id must be -1 (the file's own) or a row of the checkpoint, got {tr.cls_token_id}.")
+    if cfg.log.keep_every < 0 or cfg.log.keep_every % t.eval_interval:
+        raise ConfigError(f"log.keep_every must be 0 or a multiple of train.eval_interval ({t.eval_interval}), got {cfg.log.keep_every}.")
     for table, owner in _unused_tables(cfg).items():
         for name in _changed(cfg, table):
             if name in getattr(owner, "must_stay_default", ()):
@@ -492,8 +500,12 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
         # on resume the trunk is in ckpt.pt already, so the transfer source may be gone
         if tr.init_from_checkpoint and r.init_from != "resume" and not Path(tr.init_from_checkpoint).is_file():
             raise ConfigError(f"transfer.init_from_checkpoint '{tr.init_from_checkpoint}' does not exist.")
-        if r.init_from == "resume" and not (Path(r.out_dir) / "ckpt.pt").is_file():
-            raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
+        if r.init_from == "resume":
+            # ckpt.pt, or the newest ckpt_<kind>_<iter>.pt (the earlier trainer's files)
+            from mmengine.upstream_run import resume_path
+
+            if resume_path(r.out_dir) is None:
+                raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
 
 
 # --- printing ------------------------------------------------------------------------------------
@@ -555,12 +567,24 @@ def cli_entry(main_fn, argv: list[str] | None, prog: str, help_text=None) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mmengine.config``: print the resolved config."""
+    """``python -m mmengine.config``: print the resolved config; ``--from-upstream FILE.py``: an earlier-trainer or
+    nanoGPT Python config as mmengine TOML (parsed, never run; what has no mmengine meaning listed at the top)."""
     def _print(args):
+        if args and args[0].split("=", 1)[0] == "--from-upstream":
+            from mmengine.upstream_config import converted_toml
+
+            files = [a for a in [args[0].partition("=")[2], *args[1:]] if a]
+            if len(files) != 1 or files[0].startswith("-"):
+                raise ConfigError("--from-upstream takes one Python config file of the earlier trainer or nanoGPT "
+                                  "(python -m mmengine.config --from-upstream config/FILE.py).")
+            print(converted_toml(files[0], TABLES, validate=lambda d: validate(from_dict(d), check_paths=False)), end="")
+            return 0
         cfg = load_config(args, check_paths=False)
         print(to_toml(cfg), end="")
         return 0
-    return cli_entry(_print, argv, "python -m mmengine.config")
+    prog = "python -m mmengine.config"
+    return _cli_entry(_print, argv, prog, help_text=lambda: help_text(prog) + f"\nor: {prog} --from-upstream CONFIG.py  "
+                      "(an earlier-trainer or nanoGPT Python config as mmengine TOML; parsed, never run)")
 
 
 if __name__ == "__main__":

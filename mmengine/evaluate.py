@@ -34,11 +34,19 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     from mmengine.data.stream import open_data, to_device
     from mmengine.distributed import pick_device
     from mmengine.modes import build_mode
+    from mmengine.upstream import prepare_for_data
+    from mmengine.upstream_run import is_foreign, run_settings
 
     ckpt = load_checkpoint(path)
     cfg = Config()
     saved = ckpt.get("config") or {}
-    if saved:
+    if is_foreign(ckpt):
+        # the earlier trainer's or nanoGPT's stored config is not ours: the model says what it is
+        implied = run_settings(ckpt, str(path))
+        apply_dict(cfg, _tables(implied), f"the model of {path}")
+        logger.warning("%s was written by another trainer; its stored config is ignored and the model decides %s "
+                       "(change any with --table.key=value)", path, ", ".join(f"{k}={v!r}" for k, v in implied))
+    elif saved:
         try:
             apply_dict(cfg, saved, f"config stored in {path}")
         except ConfigError as e:
@@ -54,14 +62,26 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     validate(cfg)
     get_spec(cfg.train.training_type).resolve_config(cfg)
     device = device or pick_device(cfg.run.device)
-    model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     data = open_data(cfg)
+    cls_id = cfg.transfer.cls_token_id if cfg.transfer.cls_token_id >= 0 else None
+    # a foreign vocabulary mapped onto the data dir's; an mmengine file of another data dir refused
+    ckpt = prepare_for_data(ckpt, data.meta, cls_token_id=cls_id, source=str(path))
+    model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     mode = build_mode(cfg, data)
     mode.check_model(model, str(path))
     mode.load_state_dict(upgrade_trainer_state(ckpt.get("trainer")).get("mode") or {})
     metrics = mode.evaluate(model, [(g, to_device(b, device)) for g, b in mode.val_batches()])
     metrics["iter"] = int(ckpt.get("iter_num", 0))
     return metrics
+
+
+def _tables(pairs) -> dict:
+    """[("table.key", value)] -> {table: {key: value}}."""
+    out: dict = {}
+    for dotted, value in pairs:
+        table, _, key = dotted.partition(".")
+        out.setdefault(table, {})[key] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

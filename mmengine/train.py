@@ -180,10 +180,13 @@ class Trainer:
         self.data = open_data(cfg)
         self.meta = self.data.meta
         self.ckpt = None
+        self.resume_from = self.out_dir / "ckpt.pt"
         if cfg.run.init_from == "resume":
-            from mmengine.checkpoint import load_checkpoint
+            # ckpt.pt, or the earlier trainer's newest ckpt_<kind>_<iter>.pt (its vocabulary mapped, see upstream_run)
+            from mmengine.upstream_run import load_for_resume, resume_path
 
-            self.ckpt = load_checkpoint(self.out_dir / "ckpt.pt")
+            self.resume_from = resume_path(self.out_dir) or self.resume_from
+            self.ckpt = load_for_resume(self.resume_from, cfg, self.meta)
         self.mode = build_mode(cfg, self.data)  # the same on every rank: the rank only enters the data order and RNG
         self.raw_model = self._build_model()
         o = cfg.optim
@@ -198,7 +201,7 @@ class Trainer:
             try:
                 self._restore(self.ckpt)
             except (ValueError, KeyError, TypeError) as e:
-                raise UserError(f"cannot resume from {self.out_dir / 'ckpt.pt'}: {str(e).rstrip('.')} "
+                raise UserError(f"cannot resume from {self.resume_from}: {str(e).rstrip('.')} "
                                 "(resume with the configuration the run was started with).") from None
         self.model = self._wrap(self.raw_model)
 
@@ -218,15 +221,16 @@ class Trainer:
             model = build_run_model(self.cfg, self.mode, self.meta)  # transfer + initial freeze happen here
         else:
             # the checkpoint already holds the transferred trunk: the transfer source is never re-read
-            model = model_from_checkpoint(self.ckpt, source=str(self.out_dir / "ckpt.pt"))
-            self.mode.check_model(model, str(self.out_dir / "ckpt.pt"))
+            model = model_from_checkpoint(self.ckpt, source=str(self.resume_from))
+            self.mode.check_model(model, str(self.resume_from))
         return model.to(self.device)
 
     def _restore(self, ckpt: dict) -> None:
         """Optimizer, counters and every component's state; this rank's data position."""
         from mmengine.checkpoint import upgrade_trainer_state
+        from mmengine.upstream_run import is_foreign, restore_optimizer
 
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        restore_optimizer(self.optimizer, self.raw_model, ckpt)  # another trainer's groups: mapped by parameter name
         trainer = upgrade_trainer_state(ckpt.get("trainer"))
         for name, component in self.components().items():
             if name in trainer:
@@ -236,8 +240,9 @@ class Trainer:
         self.progress.best_val_loss = math.inf if best is None else float(best)
         states = trainer.get("data") or []
         if len(states) != self.info.world_size:
-            logger.warning("the checkpoint was written by %d rank(s) and this run has %d, so the data order starts over "
-                           "(model, optimizer and schedule continue)", len(states), self.info.world_size)
+            if not is_foreign(ckpt):  # another trainer's file has no data position (load_for_resume said so)
+                logger.warning("the checkpoint was written by %d rank(s) and this run has %d, so the data order starts over "
+                               "(model, optimizer and schedule continue)", len(states), self.info.world_size)
             return
         self._data_state = states[self.info.rank]
         # a position from other data or another batch size fails here, not mid-run
@@ -428,7 +433,7 @@ class Trainer:
                     f", {info.world_size} ranks" if info.enabled else "")
         self.raw_model.print_parameter_status()
         if self.ckpt is not None:
-            logger.info("resumed from %s at iteration %d", self.out_dir / "ckpt.pt", self.progress.iter_num)
+            logger.info("resumed from %s at iteration %d", self.resume_from, self.progress.iter_num)
         self._warn_about_settings()
         logger.info("MFU below is relative to %.1f GFLOP/s (%s)", self.mfu.peak / 1e9, self.mfu.source)
 
@@ -510,6 +515,9 @@ class Trainer:
         path = self.save(stream)
         if improved and self.cfg.log.save_best:
             self.save(stream, "best.pt")
+        keep = self.cfg.log.keep_every
+        if keep and self.progress.iter_num % keep == 0:  # the earlier trainer's numbered files, next to ckpt.pt
+            self.save(stream, f"ckpt_{self.cfg.train.training_type}_{self.progress.iter_num}.pt")
         self.rlog.plot()
         result.checkpoint = path
         return stream

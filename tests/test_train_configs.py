@@ -38,6 +38,8 @@ def test_config_runs(path, data_dir, lm_checkpoint, tmp_path):
         extra.append("--transfer.unfreeze_at_iteration=2")
     if cfg.token_classification.lm_checkpoint:
         extra.append(f"--token_classification.lm_checkpoint={lm_checkpoint}")
+    if cfg.sequence_scoring.unmasking_model_checkpoint:  # a judge trained on an LM's reconstructions
+        extra.append(f"--sequence_scoring.unmasking_model_checkpoint={lm_checkpoint}")
     res = train(load_config([str(path), f"--data.dir={data_dir}", f"--run.out_dir={tmp_path}", *TINY, *extra]))
     assert res.iter_num == 3 and (tmp_path / "ckpt.pt").is_file()
     assert all(v == v for v in res.train_losses.values())  # finite
