@@ -27,15 +27,19 @@ logger = logging.getLogger(__name__)
 def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: str | None = None) -> dict:
     """Metrics of the checkpoint at ``path`` on its validation set (``device``: default ``run.device``, e.g. 'auto')."""
     from mmengine.checkpoint import (
+        CheckpointError,
+        check_run_state,
         load_checkpoint,
         model_from_checkpoint,
         upgrade_trainer_state,
     )
-    from mmengine.data.stream import open_data, to_device
+    from mmengine.data.stream import check_mode_data, open_data, to_device
     from mmengine.distributed import pick_device
+    from mmengine.fingerprint import check_fingerprint
     from mmengine.modes import build_mode
 
     ckpt = load_checkpoint(path)
+    check_run_state(ckpt, str(path))
     cfg = Config()
     saved = ckpt.get("config") or {}
     if saved:
@@ -54,11 +58,19 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     validate(cfg)
     get_spec(cfg.train.training_type).resolve_config(cfg)
     device = device or pick_device(cfg.run.device)
-    model = model_from_checkpoint(ckpt, source=str(path)).to(device)
+    # the data first: a data dir of another vocabulary is refused before the model is even built
     data = open_data(cfg)
+    check_fingerprint(ckpt, data, f"cannot evaluate {path}")
     mode = build_mode(cfg, data)
+    check_mode_data(mode, cfg)
+    model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     mode.check_model(model, str(path))
-    mode.load_state_dict(upgrade_trainer_state(ckpt.get("trainer")).get("mode") or {})
+    try:
+        mode.load_state_dict(upgrade_trainer_state(ckpt.get("trainer")).get("mode") or {})
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path}: its stored {mode.describe()} state cannot be read ({e})") from None
     metrics = mode.evaluate(model, [(g, to_device(b, device)) for g, b in mode.val_batches()])
     metrics["iter"] = int(ckpt.get("iter_num", 0))
     return metrics
