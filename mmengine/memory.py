@@ -140,14 +140,16 @@ def _ranks_here() -> int:
 
 
 def check_training_fits(config, *, batch_size: int, seq_len: int, device: str, dtype_name: str = "float32",
-                        error=None) -> None:
-    """Raise ``error`` (default :class:`~mmengine.errors.ConfigError`) when training ``config`` clearly cannot fit.
+                        source: str | None = None) -> None:
+    """Refuse, in one sentence, training ``config`` where it clearly cannot fit.
 
-    The weights are built on the CPU first (then moved), so the host must hold them too.
+    :class:`~mmengine.errors.ConfigError` for a model the run config describes; for one a checkpoint
+    describes (``source``, a resume), :class:`~mmengine.errors.CheckpointError` naming it. The weights are
+    built on the CPU first (then moved), so the host must hold them too.
     """
-    from mmengine.errors import ConfigError
+    from mmengine.errors import CheckpointError, ConfigError
 
-    error = error or ConfigError
+    error = CheckpointError if source else ConfigError
     need = training_bytes(config, batch_size, seq_len, 2 if dtype_name in ("bfloat16", "float16") else 4)
     places = [(device, sum(need.values()))]
     if device.startswith("cuda"):
@@ -160,14 +162,19 @@ def check_training_fits(config, *, batch_size: int, seq_len: int, device: str, d
             continue
         params = parameter_count(config)
         activations = need["activations"] if place == device else 0
-        fix = ("lower data.batch_size or data.block_size" if activations > need["weights"] + need["optimizer"]
-               else "make the model smaller (model.n_layer, model.n_embd) or lower data.block_size")
+        if activations > need["weights"] + need["optimizer"]:
+            fix = "lower data.batch_size or data.block_size"
+        elif source:
+            fix = f"the model_args of checkpoint {source} describe a model too large for this machine (or are damaged)"
+        else:
+            fix = "make the model smaller (model.n_layer, model.n_embd) or lower data.block_size"
         parts = f"weights of {params:,} parameters {format_bytes(need['weights'])}"
         if place == device:
             parts += (f", gradients and AdamW state {format_bytes(need['optimizer'])}, activations of one micro-batch of "
                       f"{batch_size} x {seq_len} tokens {format_bytes(activations)}")
         ranks = f" for {_ranks_here()} ranks" if place == "cpu" and _ranks_here() > 1 else ""
-        raise error(f"this run needs at least {format_bytes(total)} of memory on {place}{ranks} ({parts}) but "
+        what = f"resuming checkpoint {source}" if source else "this run"
+        raise error(f"{what} needs at least {format_bytes(total)} of memory on {place}{ranks} ({parts}) but "
                     f"{format_bytes(have)} are available; {fix}.")
 
 

@@ -7,7 +7,7 @@ Three rules, so that runs cannot destroy each other or their history:
   the holder ends (even SIGKILL); so a ``run.lock`` that nobody holds was left by a process that is gone,
   and it is taken over with a warning. A second run on a held folder is refused in one sentence.
 - **History** (:class:`RunDir`): a new (scratch) run in a folder that holds a run (``ckpt.pt``,
-  ``best.pt`` or ``metrics.jsonl``) is refused unless ``run.overwrite=true``; even then the earlier run's
+  ``best.pt`` or a non-empty ``metrics.jsonl``) is refused unless ``run.overwrite=true``; even then the earlier run's
   ``metrics.jsonl`` and ``best.pt`` stay until the new run has written its first ``ckpt.pt``: until then
   the new run logs into ``.metrics.<run id>.jsonl``, which replaces ``metrics.jsonl`` right after that
   save. A kill in between leaves the earlier run complete (and its ``ckpt.pt`` resumable).
@@ -205,8 +205,16 @@ class RunDir:
             self.run_id = state["run_id"]
 
     def history(self) -> list[str]:
-        """The names of HISTORY present in the folder."""
-        return [name for name in HISTORY if (self.path / name).exists()]
+        """The names of HISTORY present in the folder (an empty metrics.jsonl, of a run stopped while starting, is none)."""
+        found = []
+        for name in HISTORY:
+            try:
+                size = (self.path / name).stat().st_size
+            except FileNotFoundError:
+                continue
+            if size > 0 or name != METRICS:
+                found.append(name)
+        return found
 
     def claim(self) -> None:
         """Create the folder if needed, take its lock, and refuse a scratch run over an earlier run's history."""

@@ -29,7 +29,9 @@ def _interrupted_while_starting(signum, frame):  # pragma: no cover (a subproces
     os._exit(130)
 
 
-if __name__ == "__main__":  # `python -m mmengine.train`: a Ctrl-C while torch is still importing is one line too
+# `python -m mmengine.train`: a Ctrl-C while torch is still importing is one line too (unless Ctrl-C is ignored,
+# as in a background job of a script)
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 # the imports below come after that handler on purpose: torch takes seconds to import
@@ -258,17 +260,17 @@ class Trainer:
         else:
             # the checkpoint already holds the transferred trunk: the transfer source is never re-read
             source = str(self.out_dir / "ckpt.pt")
-            self._check_memory(checkpoint_config(self.ckpt, source))
+            self._check_memory(checkpoint_config(self.ckpt, source), source)
             model = model_from_checkpoint(self.ckpt, source=source)
             self.mode.check_model(model, source)
         return model.to(self.device)
 
-    def _check_memory(self, config) -> None:
+    def _check_memory(self, config, source: str | None = None) -> None:
         """Refuse sizes that clearly cannot fit (weights, AdamW state, one micro-batch) before they are allocated."""
         from mmengine.memory import check_training_fits
 
         check_training_fits(config, batch_size=self.cfg.data.batch_size, seq_len=self.cfg.data.block_size,
-                            device=self.device, dtype_name=self.dtype_name)
+                            device=self.device, dtype_name=self.dtype_name, source=source)
 
     def _restore(self, ckpt: dict) -> None:
         """Optimizer, counters and every component's state; this rank's data position."""
