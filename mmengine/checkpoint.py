@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import errno
 import logging
 import math
 import os
 import pickle
-import shutil
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -28,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mmengine.errors import CheckpointError, TrainingError, first_sentence
+from mmengine.errors import CheckpointError, first_sentence
 from mmengine.legacy import (
     _convert_legacy_weights,
     clean_state_dict,
@@ -191,33 +189,12 @@ def checkpoint_bytes(checkpoint: dict) -> int:
     return total
 
 
-def _disk_full(exc: BaseException) -> bool:
-    """A full disk or quota anywhere in the chain (torch.save reports it as a RuntimeError whose context is the OSError)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def _raise_if_disk_full(exc: BaseException, path: Path, checkpoint: dict) -> None:
-    if not _disk_full(exc):
-        return
-    try:
-        free = f"{_format_bytes(shutil.disk_usage(path.parent).free)} free there"
-    except OSError:
-        free = "the free space there is unknown"
-    kept = "the previous checkpoint there is intact" if path.exists() else "nothing was written"
-    raise TrainingError(f"the disk is full: saving {path} needs about {_format_bytes(checkpoint_bytes(checkpoint))} "
-                        f"({free}); {kept}; free some space and resume with --run.init_from=resume.") from None
+    from mmengine.run_dir import disk_full, disk_full_error
 
-
-def _format_bytes(n: float) -> str:
-    from mmengine.memory import format_bytes
-
-    return format_bytes(n)
+    if disk_full(exc):
+        kept = "the previous checkpoint there is intact" if path.exists() else "nothing was written"
+        raise disk_full_error(path, checkpoint_bytes(checkpoint), kept=kept) from None
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -26,18 +26,20 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
 import time
 import uuid
 from pathlib import Path
 
-from mmengine.errors import UserError
+from mmengine.errors import TrainingError, UserError
 from mmengine.memory import format_bytes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HISTORY", "LOCK_NAME", "OutDirLock", "RunDir", "check_out_dir", "stale_leftovers"]
+__all__ = ["HISTORY", "LOCK_NAME", "OutDirLock", "RunDir", "check_out_dir", "disk_full", "disk_full_error",
+           "stale_leftovers"]
 
 LOCK_NAME = "run.lock"
 #: Files that make a folder "hold a run": a new scratch run would replace them.
@@ -121,9 +123,18 @@ class OutDirLock:
         self.took_over = holder or None
         mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                 "command": " ".join(sys.argv)[:500]}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(mine) + "\n").encode())
+        text = (json.dumps(mine) + "\n").encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, text)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # ours now (flock held): no empty lock file left behind
+            os.close(fd)
+            if disk_full(e):
+                raise disk_full_error(self.path, len(text)) from None
+            raise
         self._fd = fd
 
     @staticmethod
@@ -149,6 +160,28 @@ class OutDirLock:
             os.unlink(self.path)
         os.close(self._fd)
         self._fd = None
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """A full disk or quota anywhere in ``exc``'s chain (torch.save reports one as a RuntimeError whose context is
+    the OSError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(path: Path, needed: int, *, kept: str = "the last checkpoint is intact") -> TrainingError:
+    """The one sentence for a write of ``needed`` bytes to ``path`` that found the disk full (exit 1)."""
+    try:
+        free = f"{format_bytes(shutil.disk_usage(Path(path).parent).free)} free there"
+    except OSError:
+        free = "the free space there is unknown"
+    return TrainingError(f"the disk is full: writing {path} needs about {format_bytes(needed)} ({free}); {kept}; free "
+                         "some space and run again (--run.init_from=resume continues from the last checkpoint).")
 
 
 #: Folders of pseudo file systems, where a run's files can never be written.

@@ -7,7 +7,6 @@ machine (:func:`measure_matmul_flops`), never above 100%.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import math
@@ -118,19 +117,10 @@ def _measured_peak(device: str, dtype_name: str) -> float:
 
 def _raise_if_disk_full(exc: OSError, path: Path, needed: int) -> None:
     """A full disk while writing ``path``: one sentence naming it and what was needed (TrainingError, exit 1)."""
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return
-    import shutil
+    from mmengine.run_dir import disk_full, disk_full_error
 
-    from mmengine.errors import TrainingError
-    from mmengine.memory import format_bytes
-
-    try:
-        free = f"{format_bytes(shutil.disk_usage(path.parent).free)} free there"
-    except OSError:
-        free = "the free space there is unknown"
-    raise TrainingError(f"the disk is full: writing {path} needs {format_bytes(needed)} more ({free}); the last "
-                        "checkpoint is intact; free some space and resume with --run.init_from=resume.") from None
+    if disk_full(exc):
+        raise disk_full_error(path, needed) from None
 
 
 def _clean(value):
@@ -240,7 +230,7 @@ class RunLogger:
             except OSError as e:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
-                _raise_if_disk_full(e, tmp, len(text.encode("utf-8")))
+                _raise_if_disk_full(e, self.path, len(text.encode("utf-8")))
                 raise
             os.replace(tmp, self.path)
         self._file = open(self.path, "a" if resume else "w", encoding="utf-8")
