@@ -265,7 +265,10 @@ class RunDir:
             raise UserError(f"cannot create run.out_dir '{self.path}': {e.strerror or e}.") from None
         self._created = missing
         try:
-            self.lock.acquire()
+            try:
+                self.lock.acquire()
+            except OSError as e:  # e.g. a folder this user may not write in
+                raise UserError(f"cannot write in run.out_dir '{self.path}': {e.strerror or e}.") from None
             found = self.history()
             if found and not self.resume and not self.overwrite:
                 raise UserError(f"{self.path} holds an earlier run ({', '.join(found)}); continue it with "
