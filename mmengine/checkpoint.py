@@ -41,21 +41,21 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointError",
-    "save_checkpoint",
+    "check_optimizer_state",
+    "check_resume_state",
+    "check_run_state",
+    "checkpoint_bytes",
+    "checkpoint_config",
+    "clean_state_dict",
+    "convert_model_args",
     "load_checkpoint",
     "load_model",
+    "load_upstream_checkpoint",
     "model_from_checkpoint",
-    "convert_model_args",
-    "clean_state_dict",
     "model_state_dict",
+    "save_checkpoint",
     "unwrap_model",
     "upgrade_trainer_state",
-    "load_upstream_checkpoint",
-    "checkpoint_config",
-    "check_run_state",
-    "check_resume_state",
-    "check_optimizer_state",
-    "checkpoint_bytes",
 ]
 
 # prefixes added by torch.compile (_orig_mod.) and DistributedDataParallel (module.)

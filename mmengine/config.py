@@ -40,8 +40,22 @@ from mmengine.schema import (
     tomllib,
 )
 
-__all__ = ["Config", "ConfigError", "UserError", "TABLES", "TRAINING_TYPES", "load_config", "validate", "to_dict",
-           "from_dict", "to_toml", "help_text", "ignored_settings", "parse_items", "cli_entry"]
+__all__ = [
+    "TABLES",
+    "TRAINING_TYPES",
+    "Config",
+    "ConfigError",
+    "UserError",
+    "cli_entry",
+    "from_dict",
+    "help_text",
+    "ignored_settings",
+    "load_config",
+    "parse_items",
+    "to_dict",
+    "to_toml",
+    "validate",
+]
 
 _f = option  # the core tables below declare their fields with it
 TRAINING_TYPES = tuple(REGISTRY)

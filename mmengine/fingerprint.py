@@ -100,7 +100,8 @@ def _difference(ours: dict, theirs: dict) -> str | None:
     if "unknown" not in kinds and kinds[0] != kinds[1]:
         return f"the model's tokenizer is {kinds[0]}, the data dir's {kinds[1]}"
     if ours.get("text_vocab_size") != theirs.get("text_vocab_size"):
-        return f"the model's has {ours.get('text_vocab_size')} text tokens, the data dir's {theirs.get('text_vocab_size')}"
+        return (f"the model's has {ours.get('text_vocab_size')} text tokens, "
+                f"the data dir's {theirs.get('text_vocab_size')}")
     if ours.get("special_ids") != theirs.get("special_ids"):
         return f"the model's special ids are {ours.get('special_ids')}, the data dir's {theirs.get('special_ids')}"
     if ours.get("vocabulary") and theirs.get("vocabulary") and ours["vocabulary"] != theirs["vocabulary"]:

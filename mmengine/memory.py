@@ -165,13 +165,14 @@ def check_training_fits(config, *, batch_size: int, seq_len: int, device: str, d
         if activations > need["weights"] + need["optimizer"]:
             fix = "lower data.batch_size or data.block_size"
         elif source:
-            fix = f"the model_args of checkpoint {source} describe a model too large for this machine (or are damaged)"
+            fix = (f"the model_args of checkpoint {source} describe a model too large for this machine "
+                   "(or are damaged)")
         else:
             fix = "make the model smaller (model.n_layer, model.n_embd) or lower data.block_size"
         parts = f"weights of {params:,} parameters {format_bytes(need['weights'])}"
         if place == device:
-            parts += (f", gradients and AdamW state {format_bytes(need['optimizer'])}, activations of one micro-batch of "
-                      f"{batch_size} x {seq_len} tokens {format_bytes(activations)}")
+            parts += (f", gradients and AdamW state {format_bytes(need['optimizer'])}, activations of one "
+                      f"micro-batch of {batch_size} x {seq_len} tokens {format_bytes(activations)}")
         ranks = f" for {_ranks_here()} ranks" if place == "cpu" and _ranks_here() > 1 else ""
         what = f"resuming checkpoint {source}" if source else "this run"
         raise error(f"{what} needs at least {format_bytes(total)} of memory on {place}{ranks} ({parts}) but "

@@ -48,8 +48,9 @@ METRICS = "metrics.jsonl"
 
 # What interrupted writes of a run leave behind (names made by checkpoint.save_checkpoint's mkstemp,
 # RunLogger's rewrite of metrics.jsonl and its plots, and RunDir's pending history).
-_LEFTOVER = re.compile(r"^(\.[^/]+\.pt\.[A-Za-z0-9_]+\.tmp|metrics\.jsonl\.tmp|curves\.tmp\.png|\.metrics\.[0-9a-f]+\.jsonl)$")
-_PENDING = re.compile(r"^\.metrics\.([0-9a-f]+)\.jsonl$")
+_LEFTOVER = re.compile(r"^(\.[^/]+\.pt\.[A-Za-z0-9_]+\.tmp"  # .ckpt.pt.k3j_x9a2.tmp
+                       r"|metrics\.jsonl\.tmp|curves\.tmp\.png"
+                       r"|\.metrics\.[0-9a-f]+\.jsonl)$")  # a pending history
 
 try:
     import fcntl
@@ -69,7 +70,9 @@ def _alive(pid: int) -> bool:
 
 def _describe(holder: dict) -> str:
     started = holder.get("started")
-    when = f", started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}" if isinstance(started, (int, float)) else ""
+    if not isinstance(started, (int, float)):
+        return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+    when = f", started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
     return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}{when}"
 
 
@@ -234,11 +237,13 @@ class RunDir:
         return {"run_id": self.run_id}
 
     def load_state_dict(self, state: dict) -> None:
-        if isinstance(state, dict) and isinstance(state.get("run_id"), str) and re.fullmatch(r"[0-9a-f]+", state["run_id"]):
-            self.run_id = state["run_id"]
+        run_id = state.get("run_id") if isinstance(state, dict) else None
+        if isinstance(run_id, str) and re.fullmatch(r"[0-9a-f]+", run_id):
+            self.run_id = run_id
 
     def history(self) -> list[str]:
-        """The names of HISTORY present in the folder (an empty metrics.jsonl, of a run stopped while starting, is none)."""
+        """The names of HISTORY present in the folder (an empty metrics.jsonl, of a run stopped while it started,
+        does not count)."""
         found = []
         for name in HISTORY:
             try:
@@ -272,8 +277,8 @@ class RunDir:
             found = self.history()
             if found and not self.resume and not self.overwrite:
                 raise UserError(f"{self.path} holds an earlier run ({', '.join(found)}); continue it with "
-                                "--run.init_from=resume, replace it with --run.overwrite=true (its history is kept until "
-                                "the new run's first checkpoint), or pick another --run.out_dir.")
+                                "--run.init_from=resume, replace it with --run.overwrite=true (its history is kept "
+                                "until the new run's first checkpoint), or pick another --run.out_dir.")
         except BaseException:
             self.release(failed=True)
             raise
@@ -297,8 +302,9 @@ class RunDir:
                 with contextlib.suppress(FileNotFoundError):
                     total += p.stat().st_size
                     p.unlink()
+            names = ", ".join(p.name for p in leftovers[:4]) + (", ..." if len(leftovers) > 4 else "")
             logger.info("removed %d leftover file(s) of interrupted saves in %s (%s): %s", len(leftovers), self.path,
-                        format_bytes(total), ", ".join(p.name for p in leftovers[:4]) + (", ..." if len(leftovers) > 4 else ""))
+                        format_bytes(total), names)
         found = self.history()
         if not self.resume and found:
             self.pending = self.path / own

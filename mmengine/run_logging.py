@@ -141,7 +141,7 @@ class _TqdmHandler(logging.Handler):
 
         try:
             tqdm.write(self.format(record), file=sys.stdout)
-        except Exception:  # pragma: no cover
+        except Exception:  # noqa: BLE001  (logging's own contract: a handler reports, never raises)  # pragma: no cover
             self.handleError(record)
 
 
@@ -233,7 +233,8 @@ class RunLogger:
                 _raise_if_disk_full(e, self.path, len(text.encode("utf-8")))
                 raise
             os.replace(tmp, self.path)
-        self._file = open(self.path, "a" if resume else "w", encoding="utf-8")
+        # open for the whole run (every record is flushed as it is written); close() closes it
+        self._file = open(self.path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
         if log_cfg.progress and (sys.stderr.isatty() or os.environ.get("MMENGINE_PROGRESS") == "1"):
             from tqdm import tqdm
 

@@ -67,7 +67,7 @@ from mmengine.schedule import schedule_from_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "TrainResult", "TrainingError", "train", "main"]
+__all__ = ["TrainResult", "Trainer", "TrainingError", "main", "train"]
 
 
 class Stateful(Protocol):

@@ -308,8 +308,8 @@ CASES = [
          {"data": prepared(), "run": finished_run(ckpt_model_args(n_layer=1_000_000, n_embd=4096, n_head=2))}, 2,
          "describes a model of"),
     # the remaining tracebacks
-    Case("train-out-dir-is-a-file", (*TRAIN, "--run.out_dir={tmp}/notes.txt"), {"data": prepared(), "notes.txt": "mine"},
-         2, "is a file"),
+    Case("train-out-dir-is-a-file", (*TRAIN, "--run.out_dir={tmp}/notes.txt"),
+         {"data": prepared(), "notes.txt": "mine"}, 2, "is a file"),
     Case("train-out-dir-under-a-file", (*TRAIN, "--run.out_dir={tmp}/notes.txt/run"),
          {"data": prepared(), "notes.txt": "mine"}, 2, "which is a file"),
     Case("train-out-dir-in-proc", (*TRAIN, "--run.out_dir=/proc/mmengine-run"), {"data": prepared()}, 2, "/proc"),

@@ -1,4 +1,4 @@
-"""A rank that hangs without dying (SIGSTOP) ends the torchrun job after run.dist_timeout_s, with a message naming it."""
+"""A rank that hangs without dying (SIGSTOP) ends the torchrun job after run.dist_timeout_s, naming the rank."""
 import json
 import os
 import queue
@@ -54,13 +54,13 @@ def test_a_stopped_rank_ends_the_job_naming_it(char_data_dir, tmp_path):
     on that path in this torch): the test does that itself once rank 0 has gone, to stay short.
     """
     out = tmp_path / "run"
-    args = [f"--data.dir={char_data_dir(40_000)}", f"--run.out_dir={out}", "--model.n_layer=1", "--model.n_embd=32",
-            "--model.n_head=2", "--data.block_size=32", "--data.batch_size=4", "--train.eval_iters=1",
-            "--train.log_interval=1", "--train.eval_interval=100000", "--train.max_iters=100000", "--log.sample_tokens=0",
-            "--log.progress=false", "--run.dist_timeout_s=4"]
+    args = [f"--data.dir={char_data_dir(40_000)}", f"--run.out_dir={out}", "--model.n_layer=1",
+            "--model.n_embd=32", "--model.n_head=2", "--data.block_size=32", "--data.batch_size=4",
+            "--train.eval_iters=1", "--train.log_interval=1", "--train.eval_interval=100000",
+            "--train.max_iters=100000", "--log.sample_tokens=0", "--log.progress=false", "--run.dist_timeout_s=4"]
     job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            "-m", "mmengine.train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            "-m", "mmengine.train", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     ranks: dict = {}
     errors: list[str] = []
     try:
@@ -100,7 +100,8 @@ def test_a_stopped_rank_ends_the_job_naming_it(char_data_dir, tmp_path):
             job.kill()
             job.wait()
     assert errors, "rank 0 never said why it stopped"
-    assert "rank 1 did not reach the collective operation" in errors[0] and "run.dist_timeout_s=4 s" in errors[0], errors
+    assert "rank 1 did not reach the collective operation" in errors[0], errors
+    assert "run.dist_timeout_s=4 s" in errors[0], errors
     assert rank0_exited, "rank 0 is still waiting"
     assert job.returncode != 0
     # rank 0 wrote every line it logged whole

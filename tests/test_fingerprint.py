@@ -37,7 +37,7 @@ def test_another_character_vocabulary_is_refused_in_one_sentence(tmp_path, other
     with pytest.raises(UserError) as info:
         check_fingerprint({FINGERPRINT_KEY: tokenizer_fingerprint(a)}, b, "cannot evaluate ckpt.pt")
     message = str(info.value)
-    assert message.startswith(f"cannot evaluate ckpt.pt: data dir {b.path} has another vocabulary than the checkpoint's")
+    assert message.startswith(f"cannot evaluate ckpt.pt: data dir {b.path} has another vocabulary than the")
     assert detail in message and "\n" not in message
 
 
@@ -102,7 +102,8 @@ def test_every_checkpoint_holds_it_and_resume_refuses_another_vocabulary(tmp_pat
     for name in ("ckpt.pt", "best.pt"):
         assert torch.load(out / name, weights_only=True)[FINGERPRINT_KEY] == tokenizer_fingerprint(a)
     before = (out / "ckpt.pt").read_bytes()
-    with pytest.raises(UserError, match=f"cannot resume from {out / 'ckpt.pt'}: data dir {b.path} has another vocabulary"):
+    refused = f"cannot resume from {out / 'ckpt.pt'}: data dir {b.path} has another vocabulary"
+    with pytest.raises(UserError, match=refused):
         train(load_config(tiny(b.path, out, "--train.max_iters=4", "--run.init_from=resume")))
     assert (out / "ckpt.pt").read_bytes() == before  # not overwritten by a model trained on two vocabularies
     # other text in the same vocabulary is a legitimate resume (more data, a cleaned corpus)
