@@ -9,9 +9,14 @@ checkpointed -> steps (warmup + cosine LR times each group's ``lr_scale``, grad 
 clipping, autocast/GradScaler on CUDA) -> evaluation on a fixed validation set every
 ``eval_interval`` (curriculum decisions on rank 0, broadcast) -> ``ckpt.pt``/``best.pt``.
 
+The out_dir is the run's alone (:mod:`mmengine.run_dir`: a lock, no scratch run over an earlier run's
+history, leftovers of interrupted saves cleaned), and a run whose sizes clearly cannot fit is refused
+before anything is allocated (:mod:`mmengine.memory`). Every checkpoint records the tokenizer
+(:mod:`mmengine.fingerprint`); a resume with a data dir of another vocabulary is refused.
+
 The trainer's pieces are components with ``state_dict()`` / ``load_state_dict()`` (the freeze
 controller, the mode's curriculum, each rank's batch stream, the logger, the GradScaler, the step
-counters); a checkpoint's ``trainer`` entry is the dict of their states, next to nanoGPT's
+counters, the out_dir's run id); a checkpoint's ``trainer`` entry is the dict of their states, next to nanoGPT's
 ``model``/``optimizer``/``iter_num``/``best_val_loss`` keys. Every random choice comes from
 ``(seed, rank, counter, stream)`` (:mod:`mmengine.rng`), so a run resumed from ``ckpt.pt``
 reproduces the uninterrupted run's losses exactly.

@@ -9,7 +9,9 @@ the mistake harmed nothing and left nothing behind (no temp dir, no half-written
 
 To add a case (a trainer or checkpoint mistake, ...), append one ``Case(...)``; the builders below
 make real files: ``text``, ``prepared`` (a data dir written by ``prepare``, then damaged by
-``poke`` / ``append`` / ``set_meta``), ``folder`` (several files at once).
+``poke`` / ``append`` / ``set_meta``), ``folder`` (several files at once), ``finished_run`` (the out_dir
+of a real training run, its checkpoint then edited by ``ckpt_set`` / ``ckpt_model_args`` / ...),
+``in_use`` (a folder whose lock this live test process holds, as a running run would).
 """
 from __future__ import annotations
 

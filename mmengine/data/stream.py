@@ -44,8 +44,9 @@ def check_mode_data(mode, cfg) -> None:
     length = mode.window_length()
     if length < 1:
         reserved = cfg.data.block_size - length
-        raise UserError(f"data.block_size={cfg.data.block_size} leaves no room for text in a {mode.describe()} window "
-                        f"({reserved} position(s) are reserved); set data.block_size to at least {reserved + 1}.")
+        raise UserError(f"data.block_size={cfg.data.block_size} leaves no room for text: train.training_type="
+                        f"'{cfg.train.training_type}' reserves {reserved} position(s) of each window; set "
+                        f"data.block_size to at least {reserved + 1}.")
     if cfg.data.separator:
         try:
             mode.separator_ids()
@@ -54,8 +55,8 @@ def check_mode_data(mode, cfg) -> None:
                             f"{str(e).rstrip('.')}.") from None
     for split in ("train", "val"):
         if mode.num_items(split) < 1:
-            raise UserError(f"the {split} split of data dir '{data_dir_path(cfg)}' holds no {mode.describe()} items "
-                            f"(no documents or windows); prepare it with some {split} data.")
+            raise UserError(f"the {split} split of data dir '{data_dir_path(cfg)}' holds nothing to train or "
+                            f"evaluate on (no documents or windows for {mode.describe()}); prepare it with {split} data.")
 
 
 def to_device(batch: dict, device: str) -> dict:
