@@ -41,8 +41,22 @@ from mmengine.schema import (
     tomllib,
 )
 
-__all__ = ["Config", "ConfigError", "UserError", "TABLES", "TRAINING_TYPES", "load_config", "validate", "to_dict",
-           "from_dict", "to_toml", "help_text", "ignored_settings", "parse_items", "cli_entry"]
+__all__ = [
+    "TABLES",
+    "TRAINING_TYPES",
+    "Config",
+    "ConfigError",
+    "UserError",
+    "cli_entry",
+    "from_dict",
+    "help_text",
+    "ignored_settings",
+    "load_config",
+    "parse_items",
+    "to_dict",
+    "to_toml",
+    "validate",
+]
 
 _f = option  # the core tables below declare their fields with it
 TRAINING_TYPES = tuple(REGISTRY)
@@ -63,6 +77,10 @@ class RunConfig:
     nan_policy: str = _f("stop", "On a NaN/inf loss: 'stop' with a message, or 'rollback' to the last checkpoint and skip the batch.",
                          choices=("stop", "rollback"))
     max_rollbacks: int = _f(3, "How many NaN roll-backs are allowed before the run stops anyway.")
+    overwrite: bool = _f(False, "Let a new run (init_from='scratch') replace the run already in out_dir; its metrics.jsonl and "
+                                "best.pt stay until the new run's first checkpoint. Not needed to resume.")
+    dist_timeout_s: float = _f(900.0, "torchrun: seconds a rank waits for the others at a collective operation before the "
+                                      "job stops naming the missing rank (longer than the slowest checkpoint save).")
 
 
 @dataclass
@@ -451,6 +469,10 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
             if choices and value not in choices:
                 raise ConfigError(f"{table}.{f.name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}{_did_you_mean(str(value), [str(c) for c in choices])}.")
     r, d, m, t, o, tr = cfg.run, cfg.data, cfg.model, cfg.train, cfg.optim, cfg.transfer
+    if not r.out_dir.strip():
+        raise ConfigError("run.out_dir is empty; name the folder for the run's checkpoints and logs (e.g. --run.out_dir=out).")
+    if not r.dist_timeout_s > 0:
+        raise ConfigError(f"run.dist_timeout_s must be positive, got {r.dist_timeout_s}.")
     if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
         raise ConfigError(f"run.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {r.device!r}.")
     positive = {"data.block_size": d.block_size, "data.batch_size": d.batch_size, "model.n_layer": m.n_layer,

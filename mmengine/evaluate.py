@@ -27,17 +27,21 @@ logger = logging.getLogger(__name__)
 def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: str | None = None) -> dict:
     """Metrics of the checkpoint at ``path`` on its validation set (``device``: default ``run.device``, e.g. 'auto')."""
     from mmengine.checkpoint import (
+        CheckpointError,
+        check_run_state,
         load_checkpoint,
         model_from_checkpoint,
         upgrade_trainer_state,
     )
-    from mmengine.data.stream import open_data, to_device
+    from mmengine.data.stream import check_mode_data, open_data, to_device
     from mmengine.distributed import pick_device
+    from mmengine.fingerprint import check_fingerprint
     from mmengine.modes import build_mode
     from mmengine.upstream import prepare_for_data
     from mmengine.upstream_run import is_foreign, run_settings
 
     ckpt = load_checkpoint(path)
+    check_run_state(ckpt, str(path))
     cfg = Config()
     saved = ckpt.get("config") or {}
     if is_foreign(ckpt):
@@ -62,14 +66,22 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     validate(cfg)
     get_spec(cfg.train.training_type).resolve_config(cfg)
     device = device or pick_device(cfg.run.device)
+    # the data first: a foreign vocabulary is mapped onto the data dir's, a data dir of another vocabulary is
+    # refused before the model is even built
     data = open_data(cfg)
     cls_id = cfg.transfer.cls_token_id if cfg.transfer.cls_token_id >= 0 else None
-    # a foreign vocabulary mapped onto the data dir's; an mmengine file of another data dir refused
     ckpt = prepare_for_data(ckpt, data.meta, cls_token_id=cls_id, source=str(path))
-    model = model_from_checkpoint(ckpt, source=str(path)).to(device)
+    check_fingerprint(ckpt, data, f"cannot evaluate {path}")
     mode = build_mode(cfg, data)
+    check_mode_data(mode, cfg)
+    model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     mode.check_model(model, str(path))
-    mode.load_state_dict(upgrade_trainer_state(ckpt.get("trainer")).get("mode") or {})
+    try:
+        mode.load_state_dict(upgrade_trainer_state(ckpt.get("trainer")).get("mode") or {})
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path}: its stored {mode.describe()} state cannot be read ({e})") from None
     metrics = mode.evaluate(model, [(g, to_device(b, device)) for g, b in mode.val_batches()])
     metrics["iter"] = int(ckpt.get("iter_num", 0))
     return metrics
