@@ -402,6 +402,8 @@ def check_run_state(checkpoint: dict, source: str) -> None:
     if isinstance(it, bool) or not isinstance(it, int) or it < 0:
         raise CheckpointError(f"checkpoint {source}: iter_num must be a non-negative integer, got {it!r}")
     best = checkpoint.get("best_val_loss")
+    if isinstance(best, torch.Tensor) and best.numel() == 1:  # nanoGPT and the earlier trainer save a 0-d tensor
+        best = best.item()
     if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best)):
         raise CheckpointError(f"checkpoint {source}: best_val_loss must be a number or None, got {best!r}")
 

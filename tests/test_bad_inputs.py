@@ -203,6 +203,10 @@ def ckpt_first_moment_reshaped(ckpt: dict) -> None:
 _HELD: list = []  # locks this test process holds, as a live run would, until the test ends
 
 
+def ckpt_nan_weight(ckpt: dict) -> None:
+    ckpt["model"]["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
+
+
 def in_use(content: Content) -> Content:
     """``content``, then its lock held by this (live) test process, as a running training run holds it."""
 
@@ -334,6 +338,17 @@ CASES = [
     Case("evaluate-trainer-a-string", ("mmengine.evaluate", "{tmp}/run/ckpt.pt", "--data.dir={tmp}/data"),
          {"data": prepared(), "run": finished_run(ckpt_set("trainer", "frozen"))}, 2, "trainer entry is a str"),
     Case("train-dist-timeout-zero", (*TRAIN, "--run.dist_timeout_s=0"), {"data": prepared()}, 2, "run.dist_timeout_s"),
+    # inference on a checkpoint: sample, score, classify
+    Case("sample-temperature-negative", ("mmengine.sample", "{tmp}/run/ckpt.pt", "--sample.temperature=-1"),
+         {"run": finished_run()}, 2, "sample.temperature"),
+    Case("sample-nan-weights", ("mmengine.sample", "{tmp}/run/ckpt.pt"), {"run": finished_run(ckpt_nan_weight)}, 2,
+         "non-finite weights"),
+    Case("sample-other-vocabulary", ("mmengine.sample", "{tmp}/run/ckpt.pt", "--data.dir={tmp}/other"),
+         {"other": prepared(corpus=CORPUS + "Zounds! 1, 2, 3?\n\n"), "run": finished_run()}, 2, "another vocabulary"),
+    Case("score-a-language-model", ("mmengine.score", "{tmp}/run/ckpt.pt", "{tmp}/notes.txt"),
+         {"run": finished_run(), "notes.txt": "some text"}, 2, "not a sequence scorer"),
+    Case("classify-missing-file", ("mmengine.classify", "{tmp}/run/ckpt.pt", "{tmp}/nope.txt"),
+         {"run": finished_run()}, 2, "does not exist"),
 ]
 
 

@@ -187,19 +187,22 @@ def test_evaluate_refuses_an_mmengine_file_of_another_data_dir(nanogpt_char_dir,
     save_checkpoint(tmp_path / "c.pt", GPT(GPTConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=16)),
                     config={"data": {"block_size": 16}}, trainer={"data_meta": other.to_dict()})
     assert main([str(tmp_path / "c.pt"), f"--data.dir={nanogpt_char_dir}"]) == 2
-    assert "trained on a text vocabulary of 46 ids but the data dir has 65" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "another vocabulary" in err and "46 text tokens, the data dir's 65" in err
 
 
 # --- sample ----------------------------------------------------------------------------------------
 
 @needs_fixtures
 def test_an_earlier_trainer_lm_samples_with_a_nanogpt_data_dir(nanogpt_char_dir, meta):
-    from mmengine.sampling import sample_text
+    from mmengine.generate import SampleConfig, sample_texts
+    from mmengine.generate.load import load_for_inference
 
-    model = model_from_checkpoint(prepare_for_data(load_checkpoint(FIXTURES / LM), meta)).eval()
-    tok = DataDir.open(nanogpt_char_dir).tokenizer
-    text = sample_text(model, meta, tok, length=24, steps=4, seed=0)
-    assert len(text) == 24 and set(text) <= set(tok.decode(range(TEXT)))
+    loaded = load_for_inference(FIXTURES / LM, "language_model", data_dir=str(nanogpt_char_dir))
+    assert loaded.model.config.vocab_size == meta.vocab_size  # its 80 rows mapped onto the data dir's 69
+    tok = loaded.tokenizer
+    texts = sample_texts(loaded.model, loaded.meta, tok, SampleConfig(num_samples=2, length=24, steps=4, progress=False))
+    assert len(texts) == 2 and all(len(t["text"]) == 24 and set(t["text"]) <= set(tok.decode(range(TEXT))) for t in texts)
 
 
 # --- resume ----------------------------------------------------------------------------------------
