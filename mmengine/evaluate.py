@@ -250,8 +250,13 @@ def _run(args: list[str]) -> int:
     tournament = (any(p.endswith(".toml") for p in positional) or len(positional) > 1
                   or any(_asks_for_tournament(key) for key, _ in options))
     if tournament:
-        logging.getLogger("mmengine").setLevel(logging.INFO)
-        return _tournament_mode(positional, options)
+        package_log = logging.getLogger("mmengine")
+        level = package_log.level
+        package_log.setLevel(logging.INFO)  # a line per entrant as it finishes
+        try:
+            return _tournament_mode(positional, options)
+        finally:
+            package_log.setLevel(level)
     if not positional:
         raise ConfigError(f"give the checkpoint to evaluate: {PROG} CKPT [--table.key=value ...], or several LM "
                           f"checkpoints and a judge to rank them: {PROG} A.pt B.pt --judge=J.pt (see --help).")

@@ -13,7 +13,8 @@ own sampler settings) and, in this order, so that a mistake costs no generation:
    ``samples_per_model`` samples in one batched sampler call seeded with the entrant's ``seed``
    (default: the tournament's), timed for tokens/s, and, for a masked-diffusion LM stored by
    mmengine, asks ``elbo`` for its ELBO perplexity bound on the validation set;
-4. with ``ground_truth``: adds real validation text (:func:`mmengine.tournament.ground_truth_starts`),
+4. with ``ground_truth`` (cut when the first entrant is loaded, before anything is generated): real
+   validation text of the first entrant's data dir (:func:`mmengine.tournament.ground_truth_starts`),
    as many windows as samples, each as long as the first entrant's samples;
 5. scores all samples in one judge call, plays the seeded round-robin, computes the standings and
    writes ``results.json``, ``report.md`` and ``ratings.png``.
@@ -184,23 +185,31 @@ def _encode(tokenizer, text: str, what: str) -> list[int]:
         raise UserError(f"{what}: {e}") from None
 
 
-def _generate(entrant: Entrant, cfg, loaded, device) -> None:
-    """Fills ``entrant.samples``, ``texts`` and ``tokens_per_s`` from one batched, seeded sampler call."""
-    from mmengine.generate import Inspector, SamplerVocab, generate, parse_infill
-    from mmengine.generate import Judge as SequenceScorer
+def _start(entrant: Entrant, cfg, tokenizer) -> tuple[list[int] | None, list | None, int]:
+    """(prompt ids, infill template, tokens per sample) of an entrant's settings."""
+    from mmengine.generate import parse_infill
 
-    tokenizer = loaded.tokenizer
-    vocab = SamplerVocab.from_meta(loaded.meta, tokenizer)
     where = f"entrant '{entrant.name}'"
-    inspector = Inspector.from_checkpoint(cfg.inspector, vocab, device=device) if cfg.inspector else None
-    scorer = (SequenceScorer.from_checkpoint(cfg.judge, vocab, direction=cfg.judge_direction,
-                                             aggregate=cfg.judge_aggregate, device=device) if cfg.judge else None)
     prompt_ids = _encode(tokenizer, cfg.prompt, f"{where}: sample.prompt") if cfg.prompt else None
-    template = None
     if cfg.infill:
         if tokenizer is None:
             raise UserError(f"{where}: sample.infill is text, but the data has no tokenizer to encode it.")
         template = parse_infill(cfg.infill, tokenizer)
+        return None, template, len(template)
+    return prompt_ids, None, len(prompt_ids or []) + cfg.length
+
+
+def _generate(entrant: Entrant, cfg, loaded, device) -> None:
+    """Fills ``entrant.samples``, ``texts`` and ``tokens_per_s`` from one batched, seeded sampler call."""
+    from mmengine.generate import Inspector, SamplerVocab, generate
+    from mmengine.generate import Judge as SequenceScorer
+
+    tokenizer = loaded.tokenizer
+    vocab = SamplerVocab.from_meta(loaded.meta, tokenizer)
+    inspector = Inspector.from_checkpoint(cfg.inspector, vocab, device=device) if cfg.inspector else None
+    scorer = (SequenceScorer.from_checkpoint(cfg.judge, vocab, direction=cfg.judge_direction,
+                                             aggregate=cfg.judge_aggregate, device=device) if cfg.judge else None)
+    prompt_ids, template, _ = _start(entrant, cfg, tokenizer)
     started = time.perf_counter()
     out = generate(loaded.model, cfg, vocab, inspector=inspector, judge=scorer, prompt_ids=prompt_ids,
                    template=template, device=device, progress=False)
@@ -303,7 +312,7 @@ def run_tournament(settings: TournamentConfig, entrants: list[Entrant], *, share
 
     competitors: list[Entrant] = list(entrants)
     elbo_cache: dict[tuple, float | None] = {}
-    ground_truth_dir = None
+    ground_truth = None
     with _progress(show, len(entrants), "generating", "entrant") as bar:  # 3. the entrants write
         for e, cfg in zip(entrants, configs):
             bar.set_postfix_str(e.name)
@@ -311,9 +320,15 @@ def run_tournament(settings: TournamentConfig, entrants: list[Entrant], *, share
             loaded = load_for_inference(e.checkpoint, "language_model", data_dir=data_dir, device=device,
                                         role=f"entrant '{e.name}'")
             _check_reads_judges_vocabulary(e, loaded, judge_meta, loaded_judge.path)
-            _generate(e, cfg, loaded, device)
-            if ground_truth_dir is None:
+            if t.ground_truth and ground_truth is None:  # 4. real text, as long as the first entrant's samples
                 ground_truth_dir = data_dir or (loaded.checkpoint.get("trainer") or {}).get("data_dir")
+                if not ground_truth_dir:
+                    raise UserError("ground truth: the first entrant's checkpoint stores no data dir; "
+                                    "set tournament.data_dir.")
+                length = _start(e, cfg, loaded.tokenizer)[2]
+                ground_truth = _ground_truth(str(ground_truth_dir), length, t.samples_per_model, t.seed, judge_meta,
+                                             loaded_judge.path)
+            _generate(e, cfg, loaded, device)
             if elbo is not None and t.elbo and _is_masked_diffusion_lm_of_ours(loaded):
                 key = (e.checkpoint, data_dir)
                 if key not in elbo_cache:
@@ -326,12 +341,9 @@ def run_tournament(settings: TournamentConfig, entrants: list[Entrant], *, share
             del loaded
             bar.update(1)
 
-    ground_truth = None
-    if t.ground_truth:  # 4. real text
-        if not ground_truth_dir:
-            raise UserError("ground truth: the first entrant's checkpoint stores no data dir; set tournament.data_dir.")
-        ground_truth = _ground_truth(str(ground_truth_dir), len(entrants[0].samples[0]), t.samples_per_model, t.seed,
-                                     judge_meta, loaded_judge.path)
+    if ground_truth is not None:
+        if len(ground_truth.samples[0]) != len(entrants[0].samples[0]):  # the sampler's length rule changed
+            raise AssertionError("the ground truth's length differs from the first entrant's samples")
         competitors.append(ground_truth)
 
     everything = [s for e in competitors for s in e.samples]  # 5. one judge call for every sample
