@@ -11,8 +11,9 @@ own sampler settings) and, in this order, so that a mistake costs no generation:
 3. per entrant: loads the LM (:func:`mmengine.generate.load.load_for_inference`, with the entrant's
    or the tournament's ``data_dir``), checks that it reads the judge's vocabulary, generates
    ``samples_per_model`` samples in one batched sampler call seeded with the entrant's ``seed``
-   (default: the tournament's), timed for tokens/s, and, for a masked-diffusion LM stored by
-   mmengine, asks ``elbo`` for its ELBO perplexity bound on the validation set;
+   (default: the tournament's), timed for tokens/s (after an untimed one-sample call), and, for a
+   masked-diffusion LM stored by mmengine, asks ``elbo`` for its ELBO perplexity bound on the
+   validation set;
 4. with ``ground_truth`` (cut when the first entrant is loaded, before anything is generated): real
    validation text of the first entrant's data dir (:func:`mmengine.tournament.ground_truth_starts`),
    as many windows as samples, each as long as the first entrant's samples;
@@ -24,6 +25,7 @@ is measured, so it differs between runs).
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import math
@@ -210,6 +212,10 @@ def _generate(entrant: Entrant, cfg, loaded, device) -> None:
     scorer = (SequenceScorer.from_checkpoint(cfg.judge, vocab, direction=cfg.judge_direction,
                                              aggregate=cfg.judge_aggregate, device=device) if cfg.judge else None)
     prompt_ids, template, _ = _start(entrant, cfg, tokenizer)
+    # untimed: one sample first, so that first-call costs (allocation, kernel compilation) stay out of tokens/s
+    warm = dataclasses.replace(cfg, num_samples=1, best_of=1)
+    generate(loaded.model, warm, vocab, inspector=inspector, prompt_ids=prompt_ids, template=template, device=device,
+             progress=False)
     started = time.perf_counter()
     out = generate(loaded.model, cfg, vocab, inspector=inspector, judge=scorer, prompt_ids=prompt_ids,
                    template=template, device=device, progress=False)

@@ -257,3 +257,18 @@ def test_earlier_trainer_and_nanogpt_lms_compete_under_an_earlier_scorer(nanogpt
     assert {e["name"] for e in doc["entrants"]} == {str(earlier_lm), str(tmp_path / "nano.pt"), "ground_truth"}
     assert all("elbo_ppl" not in e for e in doc["entrants"])  # only mmengine's own runs store what the bound needs
     assert all(len(t["text"]) == 20 for e in doc["entrants"] for t in e["top_samples"])
+
+
+def test_the_shipped_tournament_file_is_valid():
+    from mmengine.generate import SampleConfig
+    from mmengine.tournament import read_tournament_file
+    from mmengine.tournament_run import check_sample_keys, entrant_sampler_settings
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "tournament" / "whole_loop.toml"
+    doc = read_tournament_file(path)
+    assert doc.settings.validate().ground_truth and doc.settings.judge == "out-ar/ckpt.pt"
+    check_sample_keys(doc.sample, "[sample]")
+    assert len({e.name for e in doc.entrants}) == len(doc.entrants) >= 3
+    for e in doc.entrants:
+        settings = entrant_sampler_settings(e.sampler, doc.sample, {}, seed=0, where=e.name)
+        SampleConfig(**settings, num_samples=doc.settings.samples_per_model).validate()
