@@ -129,7 +129,7 @@ class TournamentConfig:
                           "windows, the match schedule (and so the Elo order) and the bootstrap.")
     bootstrap: int = option(1000, "Bootstrap resamples of the matches behind each Bradley-Terry interval.")
     elbo: bool = option(True, "Also evaluate each masked-diffusion entrant's ELBO perplexity bound on its validation set "
-                              "(the continuous-time objective, as python -m mmengine.evaluate CKPT does).")
+                              "(python -m mmengine.evaluate CKPT --unmasking.objective=continuous_time).")
     data_dir: str = option("", "Data dir whose vocabulary, tokenizer and validation text the checkpoints use (default: the "
                                "one each checkpoint stores; nanoGPT and earlier-trainer files store none).")
     out: str = option("out/tournament", "Folder for results.json, report.md and ratings.png.")

@@ -294,8 +294,6 @@ def run_tournament(settings: TournamentConfig, entrants: list[Entrant], *, share
     if len(entrants) + int(t.ground_truth) < 2:
         raise ConfigError(f"a tournament needs at least two entrants, got {len(entrants)}"
                           f"{' and no ground truth (add --ground_truth)' if not t.ground_truth else ''}.")
-    if not entrants:
-        raise ConfigError("the ground truth needs an entrant to take its length from; give at least one checkpoint.")
     out = Path(t.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"results folder '{out}' exists and is not a folder.")
