@@ -164,6 +164,29 @@ checkpoint = "{models.untrained}"
     assert all(len(t["text"]) == 24 for e in doc["entrants"] for t in e["top_samples"])
 
 
+@pytest.mark.slow
+def test_a_sequence_scorer_judges_in_the_direction_its_checkpoint_records(models, tmp_path, capsys):
+    from mmengine.generate import score_texts
+    from mmengine.generate.load import load_for_inference
+
+    scorer = train(load_config([f"--data.dir={models.data}", f"--run.out_dir={tmp_path / 'scorer'}", *TINY,
+                                "--train.training_type=sequence_scoring", f"--transfer.init_from_checkpoint={models.lm}",
+                                "--train.max_iters=20", "--train.eval_interval=20"])).checkpoint
+    out = tmp_path / "results"
+    code, _, err = cli(capsys, models.lm, models.untrained, f"--judge={scorer}", "--ground_truth", *SMALL, f"--out={out}")
+    assert code == 0, err
+    doc = results(out)
+    assert doc["judge"] == f"scorer:{scorer}" and doc["settings"]["judge_kind"] == "scorer"
+    assert doc["higher_is_better"] is False  # synthetic scores: the corrupted fraction
+    loaded = load_for_inference(scorer, "sequence_scorer")
+    for e in doc["entrants"]:  # the judge's scores are the scorer's own
+        shown = e["top_samples"] + e["worst_samples"]
+        want = [r["score"] for r in score_texts(loaded.model, loaded.meta, loaded.tokenizer, [t["text"] for t in shown])]
+        assert [t["score"] for t in shown] == pytest.approx(want, abs=1e-5)
+    for m in doc["matches"]:  # ... and the lower one wins
+        assert m["result"] == ("a" if m["score_a"] < m["score_b"] else "b" if m["score_b"] < m["score_a"] else "draw")
+
+
 # ----------------------------------------------------------------------------- it refuses
 
 
@@ -231,7 +254,8 @@ def test_the_command_line_refuses_in_one_line_without_a_traceback(models, tmp_pa
 
 
 @pytest.mark.slow
-def test_earlier_trainer_and_nanogpt_lms_compete_under_an_earlier_scorer(nanogpt_char_dir, tmp_path, capsys):
+def test_earlier_trainer_and_nanogpt_lms_compete_under_an_earlier_scorer(nanogpt_char_dir, char_data_dir, tmp_path,
+                                                                         capsys):
     if not (UPSTREAM / "1616e5b" / "ckpt_sequence_scorer_20.pt").exists():
         pytest.skip("the earlier trainer's fixtures are not here")
     from mmengine.model import GPT, GPTConfig
@@ -250,6 +274,10 @@ def test_earlier_trainer_and_nanogpt_lms_compete_under_an_earlier_scorer(nanogpt
     assert code == 2 and "holds no data description" in err and len(err.strip().splitlines()) == 1
     code, _, err = cli(capsys, *base, f"--data.dir={nanogpt_char_dir}")
     assert code == 2 and "--judge_direction=higher or lower" in err
+    # a data dir of other characters: the earlier LM's 80-row embedding would fit it, its 65 text ids do not
+    code, _, err = cli(capsys, earlier_lm, tmp_path / "nano.pt", "--judge=" + str(tmp_path / "nano.pt"), "--ground_truth",
+                       f"--data.dir={char_data_dir(30_000)}", f"--out={tmp_path / 'r'}")
+    assert code == 2 and "was trained on 65 text tokens but its data dir has" in err
     code, _, err = cli(capsys, *base, f"--data.dir={nanogpt_char_dir}", "--judge_direction=lower")
     assert code == 0, err
     doc = results(tmp_path / "r")
