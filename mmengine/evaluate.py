@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import sys
 import typing
 
@@ -110,8 +111,8 @@ def _sample_types() -> dict:
     return typing.get_type_hints(TABLES["sample"])
 
 
-#: Flat options that only a tournament has: giving one asks for a tournament (``--seed``, ``--device``,
-#: ``--progress`` and ``--data_dir`` keep meaning the run's settings when one checkpoint is evaluated).
+#: Flat [tournament] names that the run config has too: with one checkpoint they keep meaning the run's settings,
+#: so they do not ask for a tournament; every other [tournament] name (--judge, --ground_truth, --out, ...) does.
 _SHARED_FLAT = ("seed", "device", "progress", "data_dir")
 
 
@@ -270,6 +271,7 @@ def help_text() -> str:
     from mmengine.tournament import TournamentConfig
 
     doc = __doc__.split("\n\n", 1)[1].strip()
+    doc = re.sub(r":\w+:`([^`]+)`", r"\1", doc).replace("``", "").replace("**", "")  # the docstring as plain text
     lines = [USAGE, "", doc, ""]
     lines += table_help("tournament", TournamentConfig)
     lines += ["  --data.dir=\"\"", "      The same as --tournament.data_dir.", ""]
