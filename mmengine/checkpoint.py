@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import math
 import os
 import pickle
 import tempfile
@@ -40,16 +41,21 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointError",
-    "save_checkpoint",
+    "check_optimizer_state",
+    "check_resume_state",
+    "check_run_state",
+    "checkpoint_bytes",
+    "checkpoint_config",
+    "clean_state_dict",
+    "convert_model_args",
     "load_checkpoint",
     "load_model",
+    "load_upstream_checkpoint",
     "model_from_checkpoint",
-    "convert_model_args",
-    "clean_state_dict",
     "model_state_dict",
+    "save_checkpoint",
     "unwrap_model",
     "upgrade_trainer_state",
-    "load_upstream_checkpoint",
 ]
 
 # prefixes added by torch.compile (_orig_mod.) and DistributedDataParallel (module.)
@@ -136,22 +142,59 @@ def save_checkpoint(path, model, optimizer=None, **state) -> Path:
     checkpoint = {key: _plain(value, repr(key)) for key, value in checkpoint.items()}
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _raise_if_disk_full(exc, path, checkpoint)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        _raise_if_disk_full(exc, path, checkpoint)
         raise
     _fsync_dir(path.parent)
     logger.debug("saved checkpoint %s", path)
     return path
+
+
+def checkpoint_bytes(checkpoint: dict) -> int:
+    """About the size of ``checkpoint`` on disk: the bytes of its tensors (storages shared by tied weights once)."""
+    seen: set = set()
+    total = 0
+
+    def walk(value) -> None:
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            key = (storage.data_ptr(), storage.nbytes())
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(checkpoint)
+    return total
+
+
+def _raise_if_disk_full(exc: BaseException, path: Path, checkpoint: dict) -> None:
+    from mmengine.run_dir import disk_full, disk_full_error
+
+    if disk_full(exc):
+        kept = "the previous checkpoint there is intact" if path.exists() else "nothing was written"
+        raise disk_full_error(path, checkpoint_bytes(checkpoint), kept=kept) from None
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -295,8 +338,7 @@ def load_model(path, map_location="cpu", **overrides) -> GPT:
     return model
 
 
-def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overrides) -> GPT:
-    """:func:`load_model` for a checkpoint dict already in memory."""
+def _config_and_kwargs(checkpoint: dict, source: str, overrides: dict) -> tuple[GPTConfig, dict, dict]:
     state_dict = model_state_dict(checkpoint)
     model_args = checkpoint.get("model_args")
     if not isinstance(model_args, dict):
@@ -310,6 +352,24 @@ def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overri
         config = GPTConfig(**kwargs)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {source} describes an invalid model: {exc}") from None
+    return config, kwargs, state_dict
+
+
+def checkpoint_config(checkpoint: dict, source: str = "checkpoint", **overrides) -> GPTConfig:
+    """The :class:`GPTConfig` a checkpoint describes (older ``model_args`` converted), nothing allocated."""
+    return _config_and_kwargs(checkpoint, source, overrides)[0]
+
+
+def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overrides) -> GPT:
+    """:func:`load_model` for a checkpoint dict already in memory.
+
+    A ``model_args`` that describes a model too large for this machine's memory is refused before
+    anything is allocated (see :mod:`mmengine.memory`).
+    """
+    from mmengine.memory import check_model_fits
+
+    config, kwargs, state_dict = _config_and_kwargs(checkpoint, source, overrides)
+    check_model_fits(config, f"checkpoint {source}")
     state_dict = _convert_legacy_weights(state_dict, kwargs, f"checkpoint {source}")
     model = GPT(config)
     missing, unexpected, mismatched = _shape_problems(model, state_dict)
@@ -324,3 +384,50 @@ def model_from_checkpoint(checkpoint: dict, source: str = "checkpoint", **overri
         raise CheckpointError(f"checkpoint {source} does not fit a {config.mode.value} model: " + "; ".join(parts))
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+# -----------------------------------------------------------------------------
+# What a resume reads besides the model
+
+
+def check_run_state(checkpoint: dict, source: str) -> None:
+    """The run's entries besides the weights, as every reader of a trainer checkpoint uses them: ``trainer`` a dict
+    (or absent), ``iter_num`` a non-negative integer, ``best_val_loss`` a number or None; :class:`CheckpointError`
+    names the bad one."""
+    trainer = checkpoint.get("trainer")
+    if trainer is not None and not isinstance(trainer, dict):
+        raise CheckpointError(f"checkpoint {source}: its trainer entry is a {type(trainer).__name__}, not a dict of "
+                              "trainer component states")
+    it = checkpoint.get("iter_num", 0)
+    if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+        raise CheckpointError(f"checkpoint {source}: iter_num must be a non-negative integer, got {it!r}")
+    best = checkpoint.get("best_val_loss")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best)):
+        raise CheckpointError(f"checkpoint {source}: best_val_loss must be a number or None, got {best!r}")
+
+
+def check_resume_state(checkpoint: dict, source: str) -> None:
+    """:func:`check_run_state`, and an ``optimizer`` entry that is an optimizer state dict (``None``: the file holds
+    weights only and cannot be resumed), checked before any of them is used."""
+    opt = checkpoint.get("optimizer")
+    if opt is None:
+        raise CheckpointError(f"checkpoint {source} holds no optimizer state (optimizer=None), so it cannot be resumed; "
+                              "start a new run from its weights with --transfer.init_from_checkpoint instead")
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)):
+        raise CheckpointError(f"checkpoint {source}: its optimizer entry is a {type(opt).__name__} without 'state' and "
+                              "'param_groups', not an optimizer state dict")
+    check_run_state(checkpoint, source)
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, source: str) -> None:
+    """After ``optimizer.load_state_dict``: every state tensor of a parameter has the parameter's shape.
+
+    ``load_state_dict`` checks only the group sizes; a moment of another shape would fail at the first step,
+    deep inside AdamW.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for name, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise CheckpointError(f"checkpoint {source}: its optimizer state '{name}' has shape "
+                                          f"{tuple(value.shape)} for a parameter of shape {tuple(p.shape)}")

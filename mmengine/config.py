@@ -41,8 +41,22 @@ from mmengine.schema import (
     tomllib,
 )
 
-__all__ = ["Config", "ConfigError", "UserError", "TABLES", "TRAINING_TYPES", "load_config", "validate", "to_dict",
-           "from_dict", "to_toml", "help_text", "ignored_settings", "parse_items", "cli_entry"]
+__all__ = [
+    "TABLES",
+    "TRAINING_TYPES",
+    "Config",
+    "ConfigError",
+    "UserError",
+    "cli_entry",
+    "from_dict",
+    "help_text",
+    "ignored_settings",
+    "load_config",
+    "parse_items",
+    "to_dict",
+    "to_toml",
+    "validate",
+]
 
 _f = option  # the core tables below declare their fields with it
 TRAINING_TYPES = tuple(REGISTRY)
@@ -63,6 +77,10 @@ class RunConfig:
     nan_policy: str = _f("stop", "On a NaN/inf loss: 'stop' with a message, or 'rollback' to the last checkpoint and skip the batch.",
                          choices=("stop", "rollback"))
     max_rollbacks: int = _f(3, "How many NaN roll-backs are allowed before the run stops anyway.")
+    overwrite: bool = _f(False, "Let a new run (init_from='scratch') replace the run already in out_dir; its metrics.jsonl and "
+                                "best.pt stay until the new run's first checkpoint. Not needed to resume.")
+    dist_timeout_s: float = _f(900.0, "torchrun: seconds a rank waits for the others at a collective operation before the "
+                                      "job stops naming the missing rank (longer than the slowest checkpoint save).")
 
 
 @dataclass
@@ -131,6 +149,8 @@ class TransferConfig:
     freeze_transformer: bool = _f(False, "Train only the head (feature extraction); needs init_from_checkpoint.")
     unfreeze_at_iteration: int = _f(-1, "Unfreeze the trunk at this step (-1 = never); needs freeze_transformer.")
     unfreeze_lr_multiplier: float = _f(0.1, "After unfreezing, the trunk's learning rate is the scheduled one times this.")
+    cls_token_id: int = _f(-1, "The [CLS] row of an earlier-trainer checkpoint that does not record it (used by transfer, resume "
+                               "and evaluate; flat flag --cls_token_id); -1 = the one the file records.")
 
 
 @dataclass
@@ -145,6 +165,8 @@ class LogConfig:
     sample_tokens: int = _f(200, "Language models: length of the sample shown at the end of the run (0 = none); "
                                  "everything else about it comes from the [sample] table.")
     save_best: bool = _f(True, "Keep out_dir/best.pt, the checkpoint with the lowest validation loss.")
+    keep_every: int = _f(0, "Also keep out_dir/ckpt_<training_type>_<iter>.pt at each evaluation whose step is a multiple of this "
+                            "(the earlier trainer's numbered files; a multiple of train.eval_interval); 0 = never.")
 
 
 def _tables() -> dict[str, type]:
@@ -447,6 +469,10 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
             if choices and value not in choices:
                 raise ConfigError(f"{table}.{f.name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}{_did_you_mean(str(value), [str(c) for c in choices])}.")
     r, d, m, t, o, tr = cfg.run, cfg.data, cfg.model, cfg.train, cfg.optim, cfg.transfer
+    if not r.out_dir.strip():
+        raise ConfigError("run.out_dir is empty; name the folder for the run's checkpoints and logs (e.g. --run.out_dir=out).")
+    if not r.dist_timeout_s > 0:
+        raise ConfigError(f"run.dist_timeout_s must be positive, got {r.dist_timeout_s}.")
     if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
         raise ConfigError(f"run.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {r.device!r}.")
     positive = {"data.block_size": d.block_size, "data.batch_size": d.batch_size, "model.n_layer": m.n_layer,
@@ -479,6 +505,10 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
         raise ConfigError(f"transfer.unfreeze_at_iteration must be -1 (never) or a step, got {tr.unfreeze_at_iteration}.")
     if tr.unfreeze_lr_multiplier <= 0:
         raise ConfigError(f"transfer.unfreeze_lr_multiplier must be positive, got {tr.unfreeze_lr_multiplier}.")
+    if tr.cls_token_id < -1:
+        raise ConfigError(f"transfer.cls_token_id must be -1 (the file's own) or a row of the checkpoint, got {tr.cls_token_id}.")
+    if cfg.log.keep_every < 0 or cfg.log.keep_every % t.eval_interval:
+        raise ConfigError(f"log.keep_every must be 0 or a multiple of train.eval_interval ({t.eval_interval}), got {cfg.log.keep_every}.")
     for table, owner in _unused_tables(cfg).items():
         for name in _changed(cfg, table):
             if name in getattr(owner, "must_stay_default", ()):
@@ -492,8 +522,12 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
         # on resume the trunk is in ckpt.pt already, so the transfer source may be gone
         if tr.init_from_checkpoint and r.init_from != "resume" and not Path(tr.init_from_checkpoint).is_file():
             raise ConfigError(f"transfer.init_from_checkpoint '{tr.init_from_checkpoint}' does not exist.")
-        if r.init_from == "resume" and not (Path(r.out_dir) / "ckpt.pt").is_file():
-            raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
+        if r.init_from == "resume":
+            # ckpt.pt, or the newest ckpt_<kind>_<iter>.pt (the earlier trainer's files)
+            from mmengine.upstream_run import resume_path
+
+            if resume_path(r.out_dir) is None:
+                raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
 
 
 # --- printing ------------------------------------------------------------------------------------
@@ -555,12 +589,24 @@ def cli_entry(main_fn, argv: list[str] | None, prog: str, help_text=None) -> int
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mmengine.config``: print the resolved config."""
+    """``python -m mmengine.config``: print the resolved config; ``--from-upstream FILE.py``: an earlier-trainer or
+    nanoGPT Python config as mmengine TOML (parsed, never run; what has no mmengine meaning listed at the top)."""
     def _print(args):
+        if args and args[0].split("=", 1)[0] == "--from-upstream":
+            from mmengine.upstream_config import converted_toml
+
+            files = [a for a in [args[0].partition("=")[2], *args[1:]] if a]
+            if len(files) != 1 or files[0].startswith("-"):
+                raise ConfigError("--from-upstream takes one Python config file of the earlier trainer or nanoGPT "
+                                  "(python -m mmengine.config --from-upstream config/FILE.py).")
+            print(converted_toml(files[0], TABLES, validate=lambda d: validate(from_dict(d), check_paths=False)), end="")
+            return 0
         cfg = load_config(args, check_paths=False)
         print(to_toml(cfg), end="")
         return 0
-    return cli_entry(_print, argv, "python -m mmengine.config")
+    prog = "python -m mmengine.config"
+    return _cli_entry(_print, argv, prog, help_text=lambda: help_text(prog) + f"\nor: {prog} --from-upstream CONFIG.py  "
+                      "(an earlier-trainer or nanoGPT Python config as mmengine TOML; parsed, never run)")
 
 
 if __name__ == "__main__":

@@ -51,18 +51,30 @@ USAGE = (f"usage: {PROG} CKPT [--table.key=value ...]\n"
 def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: str | None = None) -> dict:
     """Metrics of the checkpoint at ``path`` on its validation set (``device``: default ``run.device``, e.g. 'auto')."""
     from mmengine.checkpoint import (
+        CheckpointError,
+        check_run_state,
         load_checkpoint,
         model_from_checkpoint,
         upgrade_trainer_state,
     )
-    from mmengine.data.stream import open_data, to_device
+    from mmengine.data.stream import check_mode_data, open_data, to_device
     from mmengine.distributed import pick_device
+    from mmengine.fingerprint import check_fingerprint
     from mmengine.modes import build_mode
+    from mmengine.upstream import prepare_for_data
+    from mmengine.upstream_run import is_foreign, run_settings
 
     ckpt = load_checkpoint(path)
+    check_run_state(ckpt, str(path))
     cfg = Config()
     saved = ckpt.get("config") or {}
-    if saved:
+    if is_foreign(ckpt):
+        # the earlier trainer's or nanoGPT's stored config is not ours: the model says what it is
+        implied = run_settings(ckpt, str(path))
+        apply_dict(cfg, _tables(implied), f"the model of {path}")
+        logger.warning("%s was written by another trainer; its stored config is ignored and the model decides %s "
+                       "(change any with --table.key=value)", path, ", ".join(f"{k}={v!r}" for k, v in implied))
+    elif saved:
         try:
             apply_dict(cfg, saved, f"config stored in {path}")
         except ConfigError as e:
@@ -73,19 +85,40 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     cfg.transfer = type(cfg.transfer)()  # the weights are in the checkpoint; transfer is history
     path_arg, pairs = parse_args(overrides or [])
     if path_arg is not None:
-        raise ConfigError(f"unexpected argument '{path_arg}'; the config comes from the checkpoint, change it with --table.key=value.")
+        raise ConfigError(f"unexpected argument '{path_arg}'; the config comes from the checkpoint, "
+                          "change it with --table.key=value.")
     apply_overrides(cfg, pairs)
     validate(cfg)
     get_spec(cfg.train.training_type).resolve_config(cfg)
     device = device or pick_device(cfg.run.device)
-    model = model_from_checkpoint(ckpt, source=str(path)).to(device)
+    # the data first: a foreign vocabulary is mapped onto the data dir's, a data dir of another vocabulary is
+    # refused before the model is even built
     data = open_data(cfg)
+    cls_id = cfg.transfer.cls_token_id if cfg.transfer.cls_token_id >= 0 else None
+    ckpt = prepare_for_data(ckpt, data.meta, cls_token_id=cls_id, source=str(path))
+    check_fingerprint(ckpt, data, f"cannot evaluate {path}")
     mode = build_mode(cfg, data)
+    check_mode_data(mode, cfg)
+    model = model_from_checkpoint(ckpt, source=str(path)).to(device)
     mode.check_model(model, str(path))
-    mode.load_state_dict(upgrade_trainer_state(ckpt.get("trainer")).get("mode") or {})
+    try:
+        mode.load_state_dict(upgrade_trainer_state(ckpt.get("trainer")).get("mode") or {})
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path}: its stored {mode.describe()} state cannot be read ({e})") from None
     metrics = mode.evaluate(model, [(g, to_device(b, device)) for g, b in mode.val_batches()])
     metrics["iter"] = int(ckpt.get("iter_num", 0))
     return metrics
+
+
+def _tables(pairs) -> dict:
+    """[("table.key", value)] -> {table: {key: value}}."""
+    out: dict = {}
+    for dotted, value in pairs:
+        table, _, key = dotted.partition(".")
+        out.setdefault(table, {})[key] = value
+    return out
 
 
 def elbo_perplexity(path: str, data_dir: str | None, device: str) -> float | None:
@@ -157,7 +190,7 @@ def split_args(argv: list[str]) -> tuple[list[str], list[tuple[str, str | None]]
                 value = nxt
                 i += 1
         # an unquoted TOML list or table arrives split at its spaces: join the words until it closes
-        while value is not None and _open_brackets(value) > 0 and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        while value is not None and _open_brackets(value) > 0 and i + 1 < len(argv) and argv[i + 1][:2] != "--":
             value += " " + argv[i + 1]
             i += 1
         options.append((key, value))
@@ -281,10 +314,10 @@ def help_text() -> str:
               "--steps, --temperature, ... for [sample].", "",
               "Tournament file (TOML): [tournament] and [sample] tables as above, and entrants:",
               "  [[entrant]]",
-              "  name = \"mdlm-lowtemp\"              # unique; checkpoints given on the command line are named by path",
+              "  name = \"mdlm-lowtemp\"          # unique; command-line checkpoints are named by their path",
               "  checkpoint = \"out/ckpt.pt\"",
-              "  sample = { temperature = 0.7 }      # over [sample]; --sample.key on the command line wins over both",
-              "  data_dir = \"\"                      # the data dir of a checkpoint that stores none (nanoGPT, earlier trainer)",
+              "  sample = { temperature = 0.7 }  # over [sample]; --sample.key on the command line wins over both",
+              "  data_dir = \"\"                  # the data dir of a file that stores none (nanoGPT, earlier trainer)",
               "",
               "One checkpoint without a judge: --table.key=value overrides of the run's config:", ""]
     for table, cls in TABLES.items():

@@ -209,13 +209,15 @@ class SelfConfidenceJudge:
             raise UserError(f"the self-confidence judge needs a language model; this one is a {mode}.")
         self.causal = config.attention_type == "causal"
         if isinstance(text_vocab_size, bool) or not isinstance(text_vocab_size, int) or text_vocab_size < 1:
-            raise UserError(f"the self-confidence judge's text_vocab_size must be a positive integer, got {text_vocab_size!r}.")
+            raise UserError("the self-confidence judge's text_vocab_size must be a positive integer, "
+                            f"got {text_vocab_size!r}.")
         if int(config.vocab_size) < text_vocab_size:
             raise UserError(f"the self-confidence judge's embedding has {config.vocab_size} rows, fewer than the "
                             f"{text_vocab_size} text tokens of its vocabulary.")
         if not self.causal and (mask_id is None or not text_vocab_size <= mask_id < int(config.vocab_size)):
             raise UserError("the self-confidence judge is a masked-diffusion LM without a [MASK] embedding for its "
-                            f"vocabulary (mask id {mask_id}, {config.vocab_size} rows); it cannot predict a hidden token.")
+                            f"vocabulary (mask id {mask_id}, {config.vocab_size} rows); it cannot predict a hidden "
+                            "token.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"the self-confidence judge's batch_size must be a positive integer, got {batch_size!r}.")
         self.model = lm
@@ -249,7 +251,8 @@ class SelfConfidenceJudge:
                                     file=sys.stderr, leave=False):
                     x = torch.tensor([samples[r] for r in rows], dtype=torch.long, device=device)  # (R, n)
                     scored = np.ones(n, dtype=bool)  # every position counts as "generated"
-                    out[rows] = self_confidence(model, x, scored, self.mask_id, self.text_vocab_size).double().cpu().numpy()
+                    confidence = self_confidence(model, x, scored, self.mask_id, self.text_vocab_size)  # (R,)
+                    out[rows] = confidence.double().cpu().numpy()
         finally:
             model.train(was_training)
         return out
@@ -322,15 +325,17 @@ def _resolve_kind(kind: str, mode: str, attention: str, path) -> str:
     if kind not in JUDGE_KINDS:
         raise UserError(f"tournament.judge_kind must be one of {', '.join(map(repr, JUDGE_KINDS))}, got {kind!r}.")
     if mode == "token_classifier":
-        raise UserError(f"the judge {path} is a token classifier, which rates tokens, not texts; give a sequence scorer "
-                        "or a language model (a token classifier guides an entrant's sampler as sample.inspector).")
+        raise UserError(f"the judge {path} is a token classifier, which rates tokens, not texts; give a sequence "
+                        "scorer or a language model (a token classifier guides an entrant's sampler as "
+                        "sample.inspector).")
     if mode == "sequence_scorer":
         if kind not in ("auto", "scorer"):
             raise UserError(f"the judge {path} is a sequence scorer; judge_kind '{kind}' needs a language model "
                             "(use judge_kind 'scorer' or 'auto').")
         return "scorer"
     if kind == "scorer":
-        raise UserError(f"judge_kind 'scorer' needs a sequence-scorer checkpoint; {path} is a {attention} language model.")
+        raise UserError(f"judge_kind 'scorer' needs a sequence-scorer checkpoint; {path} is a {attention} "
+                        "language model.")
     if kind == "perplexity" and attention != "causal":
         raise UserError(f"judge_kind 'perplexity' needs an autoregressive (causal) language model; {path} is "
                         f"{attention} (a masked-diffusion LM judges by self-confidence: judge_kind 'self_confidence').")

@@ -6,6 +6,7 @@ machine (:func:`measure_matmul_flops`), never above 100%.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -114,6 +115,14 @@ def _measured_peak(device: str, dtype_name: str) -> float:
     return _PEAK_CACHE[key]
 
 
+def _raise_if_disk_full(exc: OSError, path: Path, needed: int) -> None:
+    """A full disk while writing ``path``: one sentence naming it and what was needed (TrainingError, exit 1)."""
+    from mmengine.run_dir import disk_full, disk_full_error
+
+    if disk_full(exc):
+        raise disk_full_error(path, needed) from None
+
+
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
@@ -132,7 +141,7 @@ class _TqdmHandler(logging.Handler):
 
         try:
             tqdm.write(self.format(record), file=sys.stdout)
-        except Exception:  # pragma: no cover
+        except Exception:  # noqa: BLE001  (logging's own contract: a handler reports, never raises)  # pragma: no cover
             self.handleError(record)
 
 
@@ -156,7 +165,10 @@ class RunLogger:
     the logs of the run that wrote the checkpoint: only its first ``records`` records are kept, so
     what a run wrote after its last checkpoint before dying is not repeated; TensorBoard purges its
     later events the same way, and wandb continues the same run. A torn last line of metrics.jsonl
-    (a kill or a full disk in mid-write) is dropped with a warning instead of blocking the resume.
+    (a kill or a full disk in mid-write) is dropped with a warning instead of blocking the resume; so
+    is a line that is JSON but not a record.
+
+    A full disk while writing metrics raises :class:`~mmengine.errors.TrainingError` naming the file.
     """
 
     def __init__(self, out_dir: str | Path, log_cfg, *, enabled: bool = True):
@@ -186,28 +198,43 @@ class RunLogger:
             if not line.strip():
                 continue
             try:
-                old.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):  # a torn line may still parse, e.g. as a number
                 logger.warning("%s: line %d is torn (the run was stopped while writing it); it and the %d line(s) "
                                "after it are dropped", self.path, n + 1, len(lines) - n - 1)
                 break
+            old.append(record)
         keep = self._resume.get("records")
         return old[:keep] if keep is not None else [r for r in old if r.get("iter", 0) <= initial]
 
-    def open(self, *, total: int = 0, initial: int = 0, config_dict: dict | None = None) -> None:
-        """Start every sink; after :meth:`load_state_dict` the existing metrics.jsonl is continued."""
+    def open(self, *, total: int = 0, initial: int = 0, config_dict: dict | None = None, path: Path | None = None) -> None:
+        """Start every sink; after :meth:`load_state_dict` the existing metrics.jsonl is continued.
+
+        ``path``: where the metrics go (default ``out_dir/metrics.jsonl``; a new run over an earlier one writes
+        aside until its first checkpoint, see :class:`mmengine.run_dir.RunDir`).
+        """
         if not self.enabled:
             return
         log_cfg = self.cfg
         resume = self._resume is not None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.out_dir / "metrics.jsonl"
+        self.path = Path(path) if path is not None else self.out_dir / "metrics.jsonl"
         if resume and self.path.exists():
             self.records = self._read_records(initial)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
+            text = "".join(json.dumps(r) + "\n" for r in self.records)
+            try:
+                tmp.write_text(text, encoding="utf-8")
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                _raise_if_disk_full(e, self.path, len(text.encode("utf-8")))
+                raise
             os.replace(tmp, self.path)
-        self._file = open(self.path, "a" if resume else "w", encoding="utf-8")
+        # open for the whole run (every record is flushed as it is written); close() closes it
+        self._file = open(self.path, "a" if resume else "w", encoding="utf-8")  # noqa: SIM115
         if log_cfg.progress and (sys.stderr.isatty() or os.environ.get("MMENGINE_PROGRESS") == "1"):
             from tqdm import tqdm
 
@@ -237,8 +264,13 @@ class RunLogger:
             return
         record = _clean(record)
         self.records.append(record)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        line = json.dumps(record) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as e:
+            _raise_if_disk_full(e, self.path, len(line.encode("utf-8")))
+            raise
         it = record.get("iter", 0)
         scalars = {f"{record.get('split', 'train')}/{k}": v for k, v in record.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iter"}
@@ -280,8 +312,15 @@ class RunLogger:
         fig.tight_layout()
         # written aside and renamed: an image viewer never sees half a file
         tmp = self.out_dir / "curves.tmp.png"
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
+        try:
+            fig.savefig(tmp, dpi=100)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            _raise_if_disk_full(e, tmp, 100_000)  # a plot is tens of KB
+            raise
+        finally:
+            plt.close(fig)
         os.replace(tmp, self.out_dir / "curves.png")
         self._plotted = len(self.records)
 
@@ -290,7 +329,11 @@ class RunLogger:
             return
         if self._bar is not None:
             self._bar.close()
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as e:  # every record was flushed when written: only a write that already failed is lost
+            logger.debug("closing %s: %s", self.path, e)
+        self._file = None
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:

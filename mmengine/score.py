@@ -25,10 +25,12 @@ def _run(argv: list[str]) -> int:
     ap = inference_parser(PROG, __doc__.splitlines()[0])
     ap.add_argument("--aggregate", choices=("mean", "min", "max"), default="mean",
                     help="how the windows of a document longer than the context combine (default mean)")
+    ap.add_argument("--cls-token-id", "--cls_token_id", dest="cls_token_id", type=int, default=None,
+                    help="the [CLS] id of an earlier-trainer scorer that does not record it")
     args = ap.parse_args(argv)
     docs = read_documents(args.files, args.lines)
     loaded = load_for_inference(args.checkpoint, "sequence_scorer", data_dir=args.data_dir or None,
-                                device=resolve_device(args.device))
+                                device=resolve_device(args.device), cls_token_id=args.cls_token_id)
     results = score_texts(loaded.model, loaded.meta, loaded.tokenizer, [t for _, t in docs], aggregate=args.aggregate)
     good = "high" if direction_from_checkpoint(loaded.checkpoint, args.checkpoint) else "low"
     for (name, _), r in zip(docs, results):

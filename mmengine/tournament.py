@@ -109,18 +109,18 @@ GROUND_TRUTH = "ground_truth"
 class TournamentConfig:
     """[tournament] rank generators by a judge: the judge, the matches, the outputs."""
 
-    judge: str = option("", "Judge checkpoint: a sequence scorer, an autoregressive LM (generative perplexity) or any "
-                            "language model (self-confidence).")
-    judge_kind: str = option("auto", "'auto' (a sequence scorer judges as 'scorer', an autoregressive LM as 'perplexity', "
-                                     "a masked-diffusion LM as 'self_confidence'), 'scorer', 'perplexity' (lower is better) "
-                                     "or 'self_confidence' (mean log-probability under the judge LM; higher is better).",
-                             choices=JUDGE_KINDS)
-    judge_direction: str = option("auto", "Scorer judges: is a high score good: 'auto' (as the scorer's checkpoint records), "
-                                          "'higher' or 'lower'.", choices=JUDGE_DIRECTIONS)
-    judge_aggregate: str = option("mean", "Scorer judges: how the windows of a sample longer than the scorer's context "
-                                          "combine: 'mean', 'min' or 'max'.", choices=JUDGE_AGGREGATES)
-    ground_truth: bool = option(False, f"Add the entrant '{GROUND_TRUTH}': samples_per_model windows of real validation "
-                                       "text, each as long as the first entrant's samples.")
+    judge: str = option("", "Judge checkpoint: a sequence scorer, an autoregressive LM (generative perplexity) or "
+                            "any language model (self-confidence).")
+    judge_kind: str = option("auto", "'auto' (a sequence scorer judges as 'scorer', an autoregressive LM as "
+                                     "'perplexity', a masked-diffusion LM as 'self_confidence'), 'scorer', "
+                                     "'perplexity' (lower is better) or 'self_confidence' (mean log-probability "
+                                     "under the judge LM; higher is better).", choices=JUDGE_KINDS)
+    judge_direction: str = option("auto", "Scorer judges: is a high score good: 'auto' (as the scorer's checkpoint "
+                                          "records), 'higher' or 'lower'.", choices=JUDGE_DIRECTIONS)
+    judge_aggregate: str = option("mean", "Scorer judges: how the windows of a sample longer than the scorer's "
+                                          "context combine: 'mean', 'min' or 'max'.", choices=JUDGE_AGGREGATES)
+    ground_truth: bool = option(False, f"Add the entrant '{GROUND_TRUTH}': samples_per_model windows of real "
+                                       "validation text, each as long as the first entrant's samples.")
     samples_per_model: int = option(16, "Samples each entrant generates (one batched, seeded sampler call).")
     rounds: int = option(0, "Round-robin rounds (every pair meets once per round); 0 = enough for every sample to play "
                             "about once: ceil(samples_per_model / (entrants - 1)).")
@@ -128,10 +128,11 @@ class TournamentConfig:
     seed: int = option(0, "Seed of the samplers (unless an entrant's sample table sets its own seed), the ground-truth "
                           "windows, the match schedule (and so the Elo order) and the bootstrap.")
     bootstrap: int = option(1000, "Bootstrap resamples of the matches behind each Bradley-Terry interval.")
-    elbo: bool = option(True, "Also evaluate each masked-diffusion entrant's ELBO perplexity bound on its validation set "
-                              "(python -m mmengine.evaluate CKPT --unmasking.objective=continuous_time).")
-    data_dir: str = option("", "Data dir whose vocabulary, tokenizer and validation text the checkpoints use (default: the "
-                               "one each checkpoint stores; nanoGPT and earlier-trainer files store none).")
+    elbo: bool = option(True, "Also evaluate each masked-diffusion entrant's ELBO perplexity bound on its validation "
+                              "set (python -m mmengine.evaluate CKPT --unmasking.objective=continuous_time).")
+    data_dir: str = option("", "Data dir whose vocabulary, tokenizer and validation text the checkpoints use "
+                               "(default: the one each checkpoint stores; nanoGPT and earlier-trainer files store "
+                               "none).")
     out: str = option("out/tournament", "Folder for results.json, report.md and ratings.png.")
     device: str = option("auto", "'auto' (CUDA when there is one), 'cpu', 'cuda' or 'cuda:N'.")
     progress: bool = option(True, "Progress bars over generation, judging and matches on stderr when it is a terminal.")
@@ -162,7 +163,8 @@ def tournament_fields() -> dict[str, Any]:
 
 
 def set_tournament_value(cfg: TournamentConfig, name: str, value: Any, source: str) -> None:
-    """Set ``tournament.<name>`` from a TOML value; an unknown key or a wrong type raises ConfigError naming ``source``."""
+    """Set ``tournament.<name>`` from a TOML value; an unknown key or a wrong type raises ConfigError naming
+    ``source``."""
     types = tournament_fields()
     if name not in types:
         raise ConfigError(f"{source}: unknown key 'tournament.{name}'"
@@ -550,7 +552,8 @@ def _table_rows(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     for rank, r in enumerate(_by_rating(rows), start=1):
         lo, hi = r["bt_ci"]
         cells.append([
-            str(rank), r["name"], _fmt(r["bt"], ".0f"), f"[{_fmt(lo, '.0f')}, {_fmt(hi, '.0f')}]", _fmt(r["elo"], ".0f"),
+            str(rank), r["name"], _fmt(r["bt"], ".0f"), f"[{_fmt(lo, '.0f')}, {_fmt(hi, '.0f')}]",
+            _fmt(r["elo"], ".0f"),
             str(r["wins"]), str(r["draws"]), str(r["losses"]), _fmt(100.0 * r["win_rate"] if r["games"] else None),
             _fmt_score(r["judge_mean"]), _fmt_score(r["judge_min"]), _fmt_score(r["judge_max"]),
             _fmt(r["tokens_per_s"]), _fmt(r["entropy"], ".3f"), _fmt(r.get("elbo_ppl"), ".2f"),
@@ -598,7 +601,8 @@ def render_report(*, judge_name: str, standings: Sequence[dict], matches: Sequen
                   higher_is_better: bool | None = None, settings: dict | None = None) -> str:
     """report.md: the run's settings, the standings table, the entrants' settings, their top and worst samples."""
     rows = _by_rating(standings)
-    direction = "" if higher_is_better is None else (" (higher is better)" if higher_is_better else " (lower is better)")
+    direction = ("" if higher_is_better is None
+                 else " (higher is better)" if higher_is_better else " (lower is better)")
     draws = sum(m.result == "draw" for m in matches)
     out = ["# Tournament results", "",
            f"Judge: `{judge_name}`{direction}. {len(rows)} entrants, {len(matches)} matches ({draws} draws).", "",
@@ -621,7 +625,8 @@ def render_report(*, judge_name: str, standings: Sequence[dict], matches: Sequen
         for title, key in (("Top", "top_samples"), ("Worst", "worst_samples")):
             out += [f"{title} {len(r[key])} by judge score:", ""]
             for rank, s in enumerate(r[key], start=1):
-                out += [f"{rank}. score {_fmt_score(s['score'])} (sample {s['sample']})", ""] + _fenced(s["text"]) + [""]
+                out += [f"{rank}. score {_fmt_score(s['score'])} (sample {s['sample']})", ""]
+                out += _fenced(s["text"]) + [""]
     return "\n".join(out)
 
 
@@ -728,7 +733,8 @@ def write_results(out_dir: str | Path, *, judge_name: str, standings: Sequence[d
     if png is not None:
         files["ratings.png"] = png
     elif (out / "ratings.png").exists():
-        logger.warning("matplotlib is not installed: ratings.png not written; the one in %s is from an earlier run", out)
+        logger.warning("matplotlib is not installed: ratings.png not written; the one in %s is from an earlier run",
+                       out)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, data in files.items():

@@ -137,41 +137,23 @@ def _sample_config(settings: dict, samples_per_model: int, device: str, where: s
 # Vocabularies
 
 
-def _chars(meta) -> tuple | None:
-    config = getattr(meta, "tokenizer_config", None) or {}
-    chars = config.get("chars") if config.get("type") == "char" else None
-    return tuple(chars) if chars else None
-
-
 def _same_vocabulary(a, b) -> bool:
-    """Whether two DataMeta read text with the same ids: equal text vocabularies, equal characters when both know them."""
-    if int(a.text_vocab_size) != int(b.text_vocab_size):
+    """Whether two DataMeta read text with the same ids: equal text vocabularies, the same tokens where both
+    fingerprints know them (:func:`mmengine.fingerprint.tokenizer_fingerprint`). Special ids do not matter:
+    judges and entrants exchange text only."""
+    from mmengine.fingerprint import tokenizer_fingerprint
+
+    fa, fb = tokenizer_fingerprint(a), tokenizer_fingerprint(b)
+    if fa["text_vocab_size"] != fb["text_vocab_size"]:
         return False
-    ca, cb = _chars(a), _chars(b)
-    return ca is None or cb is None or ca == cb
+    return not (fa["vocabulary"] and fb["vocabulary"]) or fa["vocabulary"] == fb["vocabulary"]
 
 
-def _stored_text_vocab(checkpoint: dict) -> int | None:
-    """The text vocabulary a checkpoint records: mmengine's data description, or the earlier trainer's layout."""
-    from mmengine.generate.inspector import checkpoint_text_vocab
-
-    stored = checkpoint_text_vocab(checkpoint)
-    if stored is None:
-        text = ((checkpoint.get("upstream") or {}).get("vocabulary") or {}).get("text")
-        stored = text if isinstance(text, int) and not isinstance(text, bool) else None
-    return stored
-
-
-def _check_reads_judges_vocabulary(entrant: Entrant, loaded, judge_meta, judge_path: str) -> None:
-    stored = _stored_text_vocab(loaded.checkpoint)
-    meta = loaded.meta
-    if stored is not None and stored != meta.text_vocab_size:
-        raise UserError(f"entrant '{entrant.name}': {entrant.checkpoint} was trained on {stored} text tokens but its "
-                        f"data dir has {meta.text_vocab_size}; give the data dir it was trained on (data_dir).")
+def _check_reads_judges_vocabulary(entrant: Entrant, meta, judge_meta, judge_path: str) -> None:
     if not _same_vocabulary(meta, judge_meta):
-        raise UserError(f"entrant '{entrant.name}' writes with a vocabulary of {meta.text_vocab_size} text tokens that "
-                        f"is not the judge's ({judge_meta.text_vocab_size} text tokens, {judge_path}); a judge must read "
-                        "the entrants' tokenizer.")
+        raise UserError(f"entrant '{entrant.name}' writes with a vocabulary of {meta.text_vocab_size} text tokens "
+                        f"that is not the judge's ({judge_meta.text_vocab_size} text tokens, {judge_path}); a judge "
+                        "must read the entrants' tokenizer.")
 
 
 # -----------------------------------------------------------------------------
@@ -208,9 +190,11 @@ def _generate(entrant: Entrant, cfg, loaded, device) -> None:
 
     tokenizer = loaded.tokenizer
     vocab = SamplerVocab.from_meta(loaded.meta, tokenizer)
-    inspector = Inspector.from_checkpoint(cfg.inspector, vocab, device=device) if cfg.inspector else None
+    meta = loaded.meta  # another trainer's inspector or scorer gets its vocabulary mapped onto the LM's
+    inspector = Inspector.from_checkpoint(cfg.inspector, vocab, device=device, meta=meta) if cfg.inspector else None
     scorer = (SequenceScorer.from_checkpoint(cfg.judge, vocab, direction=cfg.judge_direction,
-                                             aggregate=cfg.judge_aggregate, device=device) if cfg.judge else None)
+                                             aggregate=cfg.judge_aggregate, device=device, meta=meta)
+              if cfg.judge else None)
     prompt_ids, template, _ = _start(entrant, cfg, tokenizer)
     # untimed: one sample first, so that first-call costs (allocation, kernel compilation) stay out of tokens/s
     warm = dataclasses.replace(cfg, num_samples=1, best_of=1)
@@ -235,7 +219,8 @@ def _is_masked_diffusion_lm_of_ours(loaded) -> bool:
     if loaded.model.config.attention_type != "bidirectional":
         return False
     try:
-        return recognise_format(loaded.checkpoint)[0] == FORMAT_MMENGINE and isinstance(loaded.checkpoint.get("config"), dict)
+        ours = recognise_format(loaded.checkpoint)[0] == FORMAT_MMENGINE
+        return ours and isinstance(loaded.checkpoint.get("config"), dict)
     except MMEngineError:
         return False
 
@@ -284,7 +269,8 @@ def run_tournament(settings: TournamentConfig, entrants: list[Entrant], *, share
 
     t = settings.validate()
     if not t.judge:
-        raise ConfigError("a tournament needs a judge: --judge=CKPT (a sequence scorer, an autoregressive LM or any LM).")
+        raise ConfigError("a tournament needs a judge: --judge=CKPT (a sequence scorer, an autoregressive LM or "
+                          "any LM).")
     names = [e.name for e in entrants]
     if GROUND_TRUTH in names and t.ground_truth:
         raise ConfigError(f"an entrant is named '{GROUND_TRUTH}', the name of the ground-truth entrant; rename it.")
@@ -323,7 +309,7 @@ def run_tournament(settings: TournamentConfig, entrants: list[Entrant], *, share
             data_dir = e.data_dir or t.data_dir or None
             loaded = load_for_inference(e.checkpoint, "language_model", data_dir=data_dir, device=device,
                                         role=f"entrant '{e.name}'")
-            _check_reads_judges_vocabulary(e, loaded, judge_meta, loaded_judge.path)
+            _check_reads_judges_vocabulary(e, loaded.meta, judge_meta, loaded_judge.path)
             if t.ground_truth and ground_truth is None:  # 4. real text, as long as the first entrant's samples
                 ground_truth_dir = data_dir or (loaded.checkpoint.get("trainer") or {}).get("data_dir")
                 if not ground_truth_dir:

@@ -9,22 +9,41 @@ checkpointed -> steps (warmup + cosine LR times each group's ``lr_scale``, grad 
 clipping, autocast/GradScaler on CUDA) -> evaluation on a fixed validation set every
 ``eval_interval`` (curriculum decisions on rank 0, broadcast) -> ``ckpt.pt``/``best.pt``.
 
+The out_dir is the run's alone (:mod:`mmengine.run_dir`: a lock, no scratch run over an earlier run's
+history, leftovers of interrupted saves cleaned), and a run whose sizes clearly cannot fit is refused
+before anything is allocated (:mod:`mmengine.memory`). Every checkpoint records the tokenizer
+(:mod:`mmengine.fingerprint`); a resume with a data dir of another vocabulary is refused.
+
 The trainer's pieces are components with ``state_dict()`` / ``load_state_dict()`` (the freeze
 controller, the mode's curriculum, each rank's batch stream, the logger, the GradScaler, the step
-counters); a checkpoint's ``trainer`` entry is the dict of their states, next to nanoGPT's
+counters, the out_dir's run id); a checkpoint's ``trainer`` entry is the dict of their states, next to nanoGPT's
 ``model``/``optimizer``/``iter_num``/``best_val_loss`` keys. Every random choice comes from
 ``(seed, rank, counter, stream)`` (:mod:`mmengine.rng`), so a run resumed from ``ckpt.pt``
 reproduces the uninterrupted run's losses exactly.
 """
 from __future__ import annotations
 
+import os
+import signal
+import sys
+
+
+def _interrupted_while_starting(signum, frame):  # pragma: no cover (a subprocess test sends the signal)
+    # nothing is open for writing yet: leave at once, without a traceback from inside torch's import
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+# `python -m mmengine.train`: a Ctrl-C while torch is still importing is one line too (unless Ctrl-C is ignored,
+# as in a background job of a script)
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+# the imports below come after that handler on purpose: torch takes seconds to import
 import contextlib
 import gc
 import logging
 import math
-import os
-import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,16 +62,17 @@ from mmengine.config import (
     load_config,
     to_dict,
 )
-from mmengine.data.stream import BatchStream, data_dir_path, open_data, to_device
-from mmengine.errors import TrainingError
+from mmengine.data.stream import BatchStream, check_mode_data, data_dir_path, open_data, to_device
+from mmengine.errors import MMEngineError, TrainingError
 from mmengine.modes import build_mode
 from mmengine.rng import STREAM_DROPOUT, seed_for
+from mmengine.run_dir import RunDir
 from mmengine.run_logging import MFUMeter, RunLogger, setup_console_logging
 from mmengine.schedule import schedule_from_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "TrainResult", "TrainingError", "train", "main"]
+__all__ = ["TrainResult", "Trainer", "TrainingError", "main", "train"]
 
 
 class Stateful(Protocol):
@@ -169,26 +189,51 @@ class Trainer:
     """One training run; :meth:`run` does the work. Built from a validated :class:`Config`."""
 
     def __init__(self, cfg: Config):
-        from mmengine.transfer import FreezeController
-
         self.cfg = cfg
-        self.info = D.init_distributed(cfg.run.device)
+        self.info = D.init_distributed(cfg.run.device, cfg.run.dist_timeout_s)
         self.device = self.info.device
         self.device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         self.out_dir = Path(cfg.run.out_dir)
         self.main = self.info.is_main
+        # the out_dir is this run's alone (lock; no scratch run over an earlier run's history) before anything
+        # is read from it or written: rank 0 decides, every rank stops with the same sentence
+        self.run_dir = RunDir(self.out_dir, resume=cfg.run.init_from == "resume", overwrite=cfg.run.overwrite,
+                              enabled=self.main)
+        D.on_main(self.run_dir.claim, self.info)
+        try:
+            self._setup()
+        except BaseException:
+            self.run_dir.release(failed=True)  # a run that never started leaves the folder as it was
+            raise
+
+    def _setup(self) -> None:
+        from mmengine.fingerprint import check_fingerprint, tokenizer_fingerprint
+        from mmengine.transfer import FreezeController
+
+        cfg = self.cfg
         self.data = open_data(cfg)
         self.meta = self.data.meta
+        self.fingerprint = tokenizer_fingerprint(self.data)
         self.ckpt = None
+        self.resume_from = self.out_dir / "ckpt.pt"
         if cfg.run.init_from == "resume":
-            from mmengine.checkpoint import load_checkpoint
+            # ckpt.pt, or the earlier trainer's newest ckpt_<kind>_<iter>.pt (its vocabulary mapped, see upstream_run)
+            from mmengine.checkpoint import check_resume_state, check_run_state
+            from mmengine.upstream_run import load_for_resume, resume_path
 
-            self.ckpt = load_checkpoint(self.out_dir / "ckpt.pt")
+            self.resume_from = resume_path(self.out_dir) or self.resume_from
+            self.ckpt = load_for_resume(self.resume_from, cfg, self.meta)
+            if self.ckpt.get("upstream"):  # another trainer's file: its optimizer state is mapped in _restore
+                check_run_state(self.ckpt, str(self.resume_from))
+            else:
+                check_resume_state(self.ckpt, str(self.resume_from))
+                check_fingerprint(self.ckpt, self.data, f"cannot resume from {self.resume_from}")
         self.mode = build_mode(cfg, self.data)  # the same on every rank: the rank only enters the data order and RNG
+        check_mode_data(self.mode, cfg)
+        self.autocast, self.dtype_name, self.scaler = autocast_context(self.device, cfg.run.dtype)
         self.raw_model = self._build_model()
         o = cfg.optim
         self.optimizer = self.raw_model.configure_optimizers(o.weight_decay, o.learning_rate, (o.beta1, o.beta2), self.device_type)
-        self.autocast, self.dtype_name, self.scaler = autocast_context(self.device, cfg.run.dtype)
         self.progress = Progress()
         self.freeze = FreezeController(self.raw_model, cfg.transfer)
         self.rlog = RunLogger(self.out_dir, cfg.log, enabled=self.main)
@@ -197,36 +242,54 @@ class Trainer:
         if self.ckpt is not None:
             try:
                 self._restore(self.ckpt)
-            except (ValueError, KeyError, TypeError) as e:
-                raise UserError(f"cannot resume from {self.out_dir / 'ckpt.pt'}: {str(e).rstrip('.')} "
+            except MMEngineError:
+                raise
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+                raise UserError(f"cannot resume from {self.resume_from}: {str(e).rstrip('.')} "
                                 "(resume with the configuration the run was started with).") from None
         self.model = self._wrap(self.raw_model)
 
     def components(self) -> dict[str, Stateful]:
         """The pieces whose states make a checkpoint's ``trainer`` entry (the data stream is per rank, apart)."""
         return {"freeze": self.freeze, "mode": self.mode, "logger": self.rlog, "progress": self.progress,
-                "scaler": _ScalerState(self.scaler)}
+                "scaler": _ScalerState(self.scaler), "run_dir": self.run_dir}
 
     # ---- setup ----
 
     def _build_model(self):
-        from mmengine.checkpoint import model_from_checkpoint
-        from mmengine.transfer import build_run_model
+        from mmengine.checkpoint import checkpoint_config, model_from_checkpoint
+        from mmengine.transfer import build_run_model, model_config
 
         torch.manual_seed(seed_for(self.cfg.run.seed, 0, 0, 0))  # identical init on every rank
         if self.ckpt is None:
+            transfer = bool(self.cfg.transfer.init_from_checkpoint)
+            if not transfer:  # a transfer's trunk shape is the source's: known once the source is read, below
+                self._check_memory(model_config(self.cfg, self.mode, self.meta))
             model = build_run_model(self.cfg, self.mode, self.meta)  # transfer + initial freeze happen here
+            if transfer:
+                self._check_memory(model.config)
         else:
             # the checkpoint already holds the transferred trunk: the transfer source is never re-read
-            model = model_from_checkpoint(self.ckpt, source=str(self.out_dir / "ckpt.pt"))
-            self.mode.check_model(model, str(self.out_dir / "ckpt.pt"))
+            source = str(self.resume_from)
+            self._check_memory(checkpoint_config(self.ckpt, source), source)
+            model = model_from_checkpoint(self.ckpt, source=source)
+            self.mode.check_model(model, source)
         return model.to(self.device)
+
+    def _check_memory(self, config, source: str | None = None) -> None:
+        """Refuse sizes that clearly cannot fit (weights, AdamW state, one micro-batch) before they are allocated."""
+        from mmengine.memory import check_training_fits
+
+        check_training_fits(config, batch_size=self.cfg.data.batch_size, seq_len=self.cfg.data.block_size,
+                            device=self.device, dtype_name=self.dtype_name, source=source)
 
     def _restore(self, ckpt: dict) -> None:
         """Optimizer, counters and every component's state; this rank's data position."""
-        from mmengine.checkpoint import upgrade_trainer_state
+        from mmengine.checkpoint import check_optimizer_state, upgrade_trainer_state
+        from mmengine.upstream_run import is_foreign, restore_optimizer
 
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        restore_optimizer(self.optimizer, self.raw_model, ckpt)  # another trainer's groups: mapped by parameter name
+        check_optimizer_state(self.optimizer, str(self.resume_from))
         trainer = upgrade_trainer_state(ckpt.get("trainer"))
         for name, component in self.components().items():
             if name in trainer:
@@ -236,8 +299,9 @@ class Trainer:
         self.progress.best_val_loss = math.inf if best is None else float(best)
         states = trainer.get("data") or []
         if len(states) != self.info.world_size:
-            logger.warning("the checkpoint was written by %d rank(s) and this run has %d, so the data order starts over "
-                           "(model, optimizer and schedule continue)", len(states), self.info.world_size)
+            if not is_foreign(ckpt):  # another trainer's file has no data position (load_for_resume said so)
+                logger.warning("the checkpoint was written by %d rank(s) and this run has %d, so the data order starts over "
+                               "(model, optimizer and schedule continue)", len(states), self.info.world_size)
             return
         self._data_state = states[self.info.rank]
         # a position from other data or another batch size fails here, not mid-run
@@ -262,6 +326,7 @@ class Trainer:
         if hasattr(self, "raw_model"):
             self.model = self.raw_model
         gc.collect()
+        self.run_dir.release()
 
     def batch_stream(self) -> BatchStream:
         """The training batches from the current (or resumed) position."""
@@ -280,7 +345,9 @@ class Trainer:
             trainer.update(data=positions, data_meta=self.meta.to_dict(), data_dir=str(data_dir_path(self.cfg)))
             best = self.progress.best_val_loss
             save_checkpoint(path, self.raw_model, self.optimizer, iter_num=self.progress.iter_num,
-                            best_val_loss=None if math.isinf(best) else best, config=to_dict(self.cfg), trainer=trainer)
+                            best_val_loss=None if math.isinf(best) else best, config=to_dict(self.cfg), trainer=trainer,
+                            tokenizer_fingerprint=self.fingerprint)
+            self.rlog.path = self.run_dir.saved(path) or self.rlog.path  # a new run's history replaces the old one
         D.barrier(self.info)
         return path
 
@@ -396,10 +463,13 @@ class Trainer:
                     if stop_requested:
                         self._stop(stop.signal, stream, result)
                         break
+        except RuntimeError as e:
+            if D.is_timeout(e, self.info):  # e.g. DDP's gradient all-reduce inside backward()
+                raise D.timeout_error(self.info, f"at iteration {prog.iter_num + 1}") from None
+            raise
         finally:
             stream.close()
-            self.rlog.plot()
-            self.rlog.close()
+            self._close_logs(failing=sys.exc_info()[0] is not None)
         result.iter_num = prog.iter_num
         result.best_val_loss = None if math.isinf(prog.best_val_loss) else prog.best_val_loss
         result.checkpoint = self.out_dir / "ckpt.pt"
@@ -407,16 +477,22 @@ class Trainer:
             result.val = [r for r in self.rlog.records if r.get("split") == "val"]
         return result
 
+    def _close_logs(self, failing: bool) -> None:
+        """Last plot and close; while an error is on its way out, a second one (the same full disk) must not hide it."""
+        try:
+            self.rlog.plot()
+        except Exception:
+            if not failing:
+                raise
+            logger.debug("the last plot failed too", exc_info=True)
+        finally:
+            self.rlog.close()
+
     def _start(self) -> None:
-        """Output folder, logs and the opening lines of the console."""
+        """Output folder (leftovers, history), logs and the opening lines of the console."""
         cfg, info = self.cfg, self.info
-        if self.main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            if self.ckpt is None and (self.out_dir / "ckpt.pt").exists():
-                logger.warning("%s already holds a checkpoint of an earlier run; this new run replaces it at its first "
-                               "evaluation (continue the earlier run with --run.init_from=resume, or pick another --run.out_dir)",
-                               self.out_dir)
-        self.rlog.open(total=cfg.train.max_iters, initial=self.progress.iter_num, config_dict=to_dict(cfg))
+        metrics = self.run_dir.prepare() if self.main else None
+        self.rlog.open(total=cfg.train.max_iters, initial=self.progress.iter_num, config_dict=to_dict(cfg), path=metrics)
         # the rate of the dtype the matmuls run in (autocast), so MFU is not flattered by a slower baseline
         self.mfu = MFUMeter(self.device, self.dtype_name)
         if not self.main:
@@ -428,7 +504,7 @@ class Trainer:
                     f", {info.world_size} ranks" if info.enabled else "")
         self.raw_model.print_parameter_status()
         if self.ckpt is not None:
-            logger.info("resumed from %s at iteration %d", self.out_dir / "ckpt.pt", self.progress.iter_num)
+            logger.info("resumed from %s at iteration %d", self.resume_from, self.progress.iter_num)
         self._warn_about_settings()
         logger.info("MFU below is relative to %.1f GFLOP/s (%s)", self.mfu.peak / 1e9, self.mfu.source)
 
@@ -510,6 +586,9 @@ class Trainer:
         path = self.save(stream)
         if improved and self.cfg.log.save_best:
             self.save(stream, "best.pt")
+        keep = self.cfg.log.keep_every
+        if keep and self.progress.iter_num % keep == 0:  # the earlier trainer's numbered files, next to ckpt.pt
+            self.save(stream, f"ckpt_{self.cfg.train.training_type}_{self.progress.iter_num}.pt")
         self.rlog.plot()
         result.checkpoint = path
         return stream
@@ -557,7 +636,9 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mmengine.train``; user mistakes -> one line on stderr, exit code 2 (1 for a failed run)."""
+    """``python -m mmengine.train``; user mistakes -> one line on stderr, exit code 2 (1 for a failed run), 130 on Ctrl-C."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on cli_entry turns Ctrl-C into one line
     return cli_entry(_main, argv, "python -m mmengine.train")
 
 

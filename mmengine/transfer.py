@@ -31,7 +31,7 @@ from mmengine.model import GPT, GPTConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TransferReport", "load_trunk", "build_model", "model_config", "build_run_model"]
+__all__ = ["TransferReport", "build_model", "build_run_model", "load_trunk", "model_config", "transfer_source"]
 
 TRUNK_PREFIX = "transformer."
 _WTE = "transformer.wte.weight"
@@ -177,10 +177,28 @@ def model_config(cfg, spec, meta, source: dict | None = None, source_name: str =
         raise ConfigError(f"invalid model: {str(e).rstrip('.')}.") from None
 
 
+def transfer_source(path, meta, cls_token_id: int | None = None) -> dict:
+    """The checkpoint at ``path`` read for a transfer into a model of ``meta``'s vocabulary.
+
+    A file of the earlier research trainer has its 80-row vocabulary (text, [MASK], 14 reserved ids) mapped
+    onto the data dir's (:func:`mmengine.upstream.prepare_for_data`; ``cls_token_id`` names its [CLS] row when
+    it does not record one); mmengine's and nanoGPT's files go to :func:`load_trunk` as they are (a smaller
+    vocabulary is extended there).
+    """
+    from mmengine.upstream import FORMAT_EARLIER_TRAINER, prepare_for_data, recognise_format
+
+    checkpoint = load_checkpoint(path)
+    fmt = (checkpoint.get("upstream") or {}).get("format") or recognise_format(checkpoint)[0]
+    if fmt == FORMAT_EARLIER_TRAINER:
+        checkpoint = prepare_for_data(checkpoint, meta, cls_token_id=cls_token_id, source=str(path))
+    return checkpoint
+
+
 def build_run_model(cfg, spec, meta) -> GPT:
     """The model a new run starts from: its config, the transfer (source read once), the first freeze."""
     path = cfg.transfer.init_from_checkpoint
-    source = load_checkpoint(path) if path else None
+    cls_id = cfg.transfer.cls_token_id if cfg.transfer.cls_token_id >= 0 else None
+    source = transfer_source(path, meta, cls_id) if path else None
     config = model_config(cfg, spec, meta, source, str(Path(path)) if path else "")
     return build_model(config, init_from=source, freeze=cfg.transfer.freeze_transformer and source is not None,
                        name=str(path) if path else None)

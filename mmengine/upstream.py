@@ -50,6 +50,7 @@ __all__ = [
     "FORMAT_NANOGPT",
     "FORMAT_STATE_DICT",
     "map_vocabulary",
+    "prepare_for_data",
     "read_refused_checkpoint",
     "recognise_format",
     "to_mmengine_layout",
@@ -333,16 +334,20 @@ def map_vocabulary(checkpoint: dict, meta, cls_token_id: int | None = None) -> d
     fresh = torch.randn(meta.vocab_size, width, generator=torch.Generator().manual_seed(0)) * 0.02
     new_wte = fresh.to(wte.dtype)
     new_wte[:text] = wte[:text]
+    # row_source[new row] = the file's row it came from, -1 when new (moves optimizer moments the same way)
+    row_source = list(range(text)) + [-1] * (meta.vocab_size - text)
     copied, new = [f"text 0-{text - 1}"], []
     for token, target in meta.special_ids.items():
         if token == "[MASK]" and vocab["mask"] is not None:
             new_wte[target] = wte[vocab["mask"]]
+            row_source[target] = vocab["mask"]
             copied.append(f"[MASK] {vocab['mask']}->{target}")
         elif token == "[CLS]" and vocab["cls_embedding"]:
             new_wte[target] = state["cls_embedding"].to(wte.dtype)
             copied.append(f"[CLS] cls_embedding->{target}")
         elif token == "[CLS]" and cls_row is not None:
             new_wte[target] = wte[cls_row]
+            row_source[target] = cls_row
             copied.append(f"[CLS] {cls_row}->{target} ({cls_how})")
         else:
             new.append(f"{token} {target}")
@@ -364,7 +369,7 @@ def map_vocabulary(checkpoint: dict, meta, cls_token_id: int | None = None) -> d
     if mode is ModelMode.SEQUENCE_SCORER or model_args.get("cls_token_id") is not None:
         model_args["cls_token_id"] = meta.cls_id
     mapping = {"from_rows": rows, "to_rows": meta.vocab_size, "text": text, "copied": copied, "new": new,
-               "dropped": dropped, "cls_row": cls_row, "cls_how": cls_how}
+               "dropped": dropped, "cls_row": cls_row, "cls_how": cls_how, "row_source": row_source}
     out = dict(checkpoint, model=state, model_args=model_args, optimizer=None)
     out["upstream"] = dict(up, vocabulary_map=mapping, optimizer=checkpoint.get("optimizer"))
     what = f"{', '.join(copied)} copied"
@@ -374,3 +379,40 @@ def map_vocabulary(checkpoint: dict, meta, cls_token_id: int | None = None) -> d
         what += f"; {len(dropped)} unused rows dropped ({_id_ranges(dropped)})"
     logger.info("%s: vocabulary mapped from %d to %d rows: %s%s", source, rows, meta.vocab_size, what, tied)
     return out
+
+
+def _embedding_rows(checkpoint: dict) -> int | None:
+    state = checkpoint.get("model") if isinstance(checkpoint.get("model"), dict) else {}
+    for key in (_WTE, "_orig_mod." + _WTE, "module." + _WTE):
+        if isinstance(state.get(key), torch.Tensor) and state[key].dim() == 2:
+            return int(state[key].shape[0])
+    return None
+
+
+def prepare_for_data(checkpoint: dict, meta, *, cls_token_id: int | None = None, source: str | None = None) -> dict:
+    """``checkpoint`` made ready for a model that reads the data dir whose vocabulary is ``meta``.
+
+    A file of the earlier research trainer or of nanoGPT gets its vocabulary mapped (:func:`map_vocabulary`;
+    ``cls_token_id`` names its [CLS] row when the file does not say it). A file already in mmengine's layout
+    (written by mmengine, or mapped before) is returned as it is when its embedding has the data dir's
+    ``vocab_size`` rows (and, when recorded, its text vocabulary); any other mismatch raises
+    :class:`CheckpointError` in one sentence. The input is not modified. For sample, evaluate and resume: the
+    one call that makes a foreign file usable with an mmengine data dir.
+    """
+    name = source or (checkpoint.get("upstream") or {}).get("source") or "checkpoint"
+    up = checkpoint.get("upstream") if isinstance(checkpoint.get("upstream"), dict) else {}
+    fmt = up.get("format") or recognise_format(checkpoint)[0]
+    if fmt in (FORMAT_EARLIER_TRAINER, FORMAT_NANOGPT) and "vocabulary_map" not in up:
+        return map_vocabulary(to_mmengine_layout(checkpoint, source=name), meta, cls_token_id=cls_token_id)
+    if cls_token_id is not None:
+        logger.warning("cls_token_id=%s is not used: checkpoint %s is in mmengine's vocabulary already (its [CLS] is "
+                       "the data dir's %d)", cls_token_id, name, meta.cls_id)
+    rows = _embedding_rows(checkpoint)
+    saved_text = ((checkpoint.get("trainer") or {}).get("data_meta") or {}).get("text_vocab_size")
+    if saved_text is not None and saved_text != meta.text_vocab_size:
+        raise CheckpointError(f"checkpoint {name} was trained on a text vocabulary of {saved_text} ids but the data dir "
+                              f"has {meta.text_vocab_size}; use the data dir it was trained on")
+    if rows is not None and rows != meta.vocab_size:
+        raise CheckpointError(f"checkpoint {name} has a {rows}-row embedding but the data dir's vocabulary has "
+                              f"{meta.vocab_size} ids; use the data dir it was trained on")
+    return checkpoint

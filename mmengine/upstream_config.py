@@ -7,13 +7,14 @@ an import) is listed as unconvertible and never evaluated, so ``x = __import__('
 line in the notes, nothing more.
 
 Each known key goes to its mmengine table (``n_layer`` -> ``[model]``, ``learning_rate`` -> ``[optim]``,
-``unmasking_stages`` -> ``[unmasking] stages`` in mmengine's stage format, ...). Whether mmengine already
-has a key is read from the schema (:data:`mmengine.config.TABLES`, :class:`mmengine.data.masking.MaskingStage`)
-at conversion time: keys it does not have yet (``use_all_stages_for_training``, a per-stage
-``val_loss_stale_count``, ``validation_stages``, ``uncertainty_factor``, ``weight_loss_by_mask_ratio``, the
-entropy penalty, ``spans_count``, ...) are still written, under the names the migration issue gives, and
-listed as "needs mmengine support". Keys with no mmengine meaning are listed too; nothing is dropped
-silently. ``python -m mmengine.upstream_config FILE.py`` prints the TOML with the notes as comments.
+``unmasking_stages`` -> ``[unmasking] stages`` in mmengine's stage format, the recipes
+``uncertainty_factor``, ... -> ``[unmasking]``, its stage mixing -> ``stage_mixing``; a sequence scorer's stages and
+``unmasking_model_checkpoint`` -> ``[sequence_scoring]`` with ``score_source = "reconstruction"``). Whether
+mmengine has a key is read from the schema it is given (``mmengine.config.TABLES``, and
+:class:`mmengine.data.masking.MaskingStage` for stage keys) at conversion time: a key it does not have is still
+written and listed as "needs mmengine support". Keys with no mmengine meaning are listed too; nothing is
+dropped silently. ``python -m mmengine.config --from-upstream FILE.py`` prints the TOML with the notes as
+comments (this module does not import :mod:`mmengine.config`, which calls it).
 """
 from __future__ import annotations
 
@@ -21,16 +22,15 @@ import ast
 import dataclasses
 import math
 import re
-import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmengine.config import TABLES, cli_entry
-from mmengine.errors import ConfigError
+from mmengine.errors import ConfigError, MMEngineError
 
-__all__ = ["ConversionNotes", "convert_assignments", "convert_config", "main", "read_assignments", "tables_to_toml"]
+__all__ = ["ConversionNotes", "convert_assignments", "convert_config", "converted_toml", "read_assignments",
+           "tables_to_toml"]
 
 # Keys of the earlier trainer's train_run.py that nanoGPT's train.py does not have: any of them in a
 # file means it was written for the earlier trainer.
@@ -59,19 +59,21 @@ _DIRECT = {
     "unfreeze_lr_multiplier": "transfer.unfreeze_lr_multiplier",
     "num_token_classes": "token_classification.num_token_classes",
     "wandb_log": "log.wandb", "wandb_project": "log.wandb_project",
-    # recipe options of the earlier trainer (the migration issue's names, in [unmasking])
-    "use_all_stages_for_training": "unmasking.use_all_stages_for_training",
-    "uncertainty_factor": "unmasking.uncertainty_factor",
-    "weight_loss_by_mask_ratio": "unmasking.weight_loss_by_mask_ratio",
-    "enable_entropy_penalty": "unmasking.enable_entropy_penalty",
-    "max_entropy_penalty": "unmasking.max_entropy_penalty",
-    "entropy_penalty_start_iter": "unmasking.entropy_penalty_start_iter",
-    # a sequence scorer's labels from a frozen unmasking LM's reconstruction
-    "unmasking_model_checkpoint": "sequence_scoring.unmasking_model_checkpoint",
 }
+# The earlier trainer's loss and batch recipes: [unmasking] keys of the same names, for a language model only.
+_UNMASKING_RECIPES = ("uncertainty_factor", "weight_loss_by_mask_ratio", "enable_entropy_penalty", "max_entropy_penalty",
+                      "entropy_penalty_start_iter")
+# Which training types read those recipes (None: the file does not say, so mmengine's default, unmasking).
+_RECIPE_READERS = (None, "unmasking")
+# Where the stage lists of a file go, by its training_type: a scorer masks for its LM's reconstructions,
+# any other reads them as a language model's curriculum.
+_STAGE_CONVERTERS = {"sequence_scoring": "scorer_stages"}
+# Its defaults where they differ from mmengine's (written when the file turns the recipe on without them).
+_EARLIER_DEFAULTS = {"entropy_penalty_start_iter": 6000}
 # Keys read by a converter below (not carried as they are).
 _CONVERTED = frozenset({"training_type", "binary_classification", "dataset", "init_from", "position_encoding",
-                        "unfreeze_at_iteration", "unmasking_stages", "validation_stages"})
+                        "unfreeze_at_iteration", "unmasking_stages", "validation_stages", "unmasking_model_checkpoint",
+                        "use_all_stages_for_training", *_UNMASKING_RECIPES})
 # Stage keys of the earlier trainer -> mmengine's MaskingStage names.
 _STAGE_KEYS = {"type": "type", "target_masked_ratio": "target_masked_ratio", "p1_probability": "p1",
                "p2_probability": "p2", "max_masked_ratio": "max_masked_ratio", "spans_count": "spans_count",
@@ -178,10 +180,10 @@ def read_assignments(text: str, source: str = "config") -> tuple[dict[str, Any],
 # Mapping onto the schema
 
 
-def _schema_type(dotted: str) -> Any:
-    """The field type of 'table.key' in today's schema, or None when mmengine has no such key."""
+def _schema_type(dotted: str, schema: dict[str, type]) -> Any:
+    """The field type of 'table.key' in ``schema`` (table name -> dataclass), or None when it has no such key."""
     table, _, name = dotted.partition(".")
-    cls = TABLES.get(table)
+    cls = schema.get(table)
     if cls is None or name not in {f.name for f in dataclasses.fields(cls)}:
         return None
     return typing.get_type_hints(cls)[name]
@@ -208,9 +210,10 @@ def _stage_fields() -> set[str]:
 
 
 class _Converter:
-    def __init__(self, values: dict[str, Any], notes: ConversionNotes):
+    def __init__(self, values: dict[str, Any], notes: ConversionNotes, schema: dict[str, type]):
         self.values = values
         self.notes = notes
+        self.schema = schema
         self.tables: dict[str, dict[str, Any]] = {}
 
     def put(self, dotted: str, value: Any, origin: str) -> None:
@@ -218,7 +221,7 @@ class _Converter:
         if value is None:
             self.notes.ignored.append(f"{origin} = None (TOML has no None; mmengine's default applies)")
             return
-        tp = _schema_type(dotted)
+        tp = _schema_type(dotted, self.schema)
         if tp is None:
             self.notes.needs_support.append(f"{dotted} (from {origin})")
         elif not _fits(tp, value):
@@ -229,7 +232,7 @@ class _Converter:
         table, _, key = dotted.partition(".")
         self.tables.setdefault(table, {})[key] = value
 
-    def stages(self, name: str, stages: Any, keep_stale: bool) -> list[dict] | None:
+    def stages(self, name: str, stages: Any, keep_stale: bool, why: str = "validation stages never advance") -> list[dict] | None:
         """The earlier trainer's stage dicts renamed to mmengine's stage keys (keys it never had listed)."""
         if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
             self.notes.unconvertible.append(f"{name} is not a list of stage dicts")
@@ -242,7 +245,7 @@ class _Converter:
                 if target is None:
                     self.notes.ignored.append(f"{name}[{i}].{key}")
                 elif target == "val_loss_stale_count" and not keep_stale:
-                    self.notes.ignored.append(f"{name}[{i}].val_loss_stale_count (validation stages never advance)")
+                    self.notes.ignored.append(f"{name}[{i}].val_loss_stale_count ({why})")
                 else:
                     converted[target] = value
             out.append(converted)
@@ -260,7 +263,8 @@ class _Converter:
         for key, dotted in _DIRECT.items():
             if key in v:
                 self.put(dotted, v[key], key)
-        self.training_type()
+        kind = self.training_type()
+        self.recipes(kind)
         if "dataset" in v:
             if isinstance(v["dataset"], str) and v["dataset"]:
                 self.put("data.dir", f"data/{v['dataset']}", "dataset")
@@ -279,12 +283,13 @@ class _Converter:
         if "unfreeze_at_iteration" in v:
             at = v["unfreeze_at_iteration"]
             self.put("transfer.unfreeze_at_iteration", -1 if at is None else at, "unfreeze_at_iteration")
-        self.masking_stages()
+        getattr(self, _STAGE_CONVERTERS.get(kind, "masking_stages"))()
         for key in sorted(set(v) - set(_DIRECT) - _CONVERTED):
             self.notes.ignored.append(key)
         return {t: self.tables[t] for t in [*_TABLE_ORDER, *sorted(self.tables)] if t in self.tables}
 
-    def training_type(self) -> None:
+    def training_type(self) -> str | None:
+        """Writes train.training_type; returns it (None: the file does not say, mmengine's default applies)."""
         v = self.values
         kind = v.get("training_type")
         if self.notes.source_format == "nanoGPT":
@@ -299,41 +304,101 @@ class _Converter:
             kind = "remasking_binary"
             self.notes.remarks.append("binary_classification = True -> training_type 'remasking_binary' (2 classes)")
         if kind is None:
-            return
-        from mmengine.config import TRAINING_TYPES
+            return None
+        from mmengine.modes import REGISTRY
 
-        if kind not in TRAINING_TYPES:
+        if kind not in REGISTRY:
             self.notes.needs_support.append(f"train.training_type = {kind!r}")
         self.tables.setdefault("train", {})["training_type"] = kind
+        return kind
+
+    def recipes(self, kind: str | None) -> None:
+        """The LM recipes into [unmasking] (the earlier trainer read them for its language model only)."""
+        v = self.values
+        present = [key for key in _UNMASKING_RECIPES if key in v]
+        if kind not in _RECIPE_READERS:
+            if "use_all_stages_for_training" in v and kind not in _STAGE_CONVERTERS:
+                present.append("use_all_stages_for_training")
+            self.notes.ignored += [f"{key} (a recipe of the language model; training_type is {kind!r})" for key in present]
+            return
+        for key in present:
+            self.put(f"unmasking.{key}", v[key], key)
+        if v.get("enable_entropy_penalty") is True:
+            for key, default in _EARLIER_DEFAULTS.items():
+                if key not in v:
+                    self.put(f"unmasking.{key}", default, f"{key} (the earlier trainer's default)")
+                    self.notes.remarks.append(f"enable_entropy_penalty = True without {key}: its default there, {default}")
 
     def masking_stages(self) -> None:
         v = self.values
+        if "unmasking_model_checkpoint" in v:
+            self.notes.ignored.append("unmasking_model_checkpoint (used by a sequence scorer only)")
+        if "use_all_stages_for_training" in v and "unmasking_stages" not in v:
+            self.notes.ignored.append("use_all_stages_for_training (the file lists no unmasking_stages)")
         if "unmasking_stages" in v:
             stages = self.stages("unmasking_stages", v["unmasking_stages"], keep_stale=True)
             if stages:
                 counts = {s.get("val_loss_stale_count") for s in stages}
-                if len(counts) == 1 and None not in counts and _schema_type("unmasking.val_loss_stale_count"):
+                if len(counts) == 1 and None not in counts and _schema_type("unmasking.val_loss_stale_count", self.schema):
                     # one count for every stage is what mmengine's single setting means
                     self.put("unmasking.val_loss_stale_count", counts.pop(), "unmasking_stages[*].val_loss_stale_count")
                     for s in stages:
                         del s["val_loss_stale_count"]
                 self.put_stages("unmasking.stages", stages, "unmasking_stages")
+                self.stage_mixing(len(stages))
         if "validation_stages" in v:
             stages = self.stages("validation_stages", v["validation_stages"], keep_stale=False)
             if stages:
                 self.put_stages("unmasking.validation_stages", stages, "validation_stages")
 
+    def stage_mixing(self, count: int) -> None:
+        """Its training batches: every stage mixed with use_all_stages_for_training = True, else stages 0..current."""
+        flag = self.values.get("use_all_stages_for_training", False)
+        if not isinstance(flag, bool):
+            self.notes.unconvertible.append(f"use_all_stages_for_training = {flag!r} is not True or False")
+        elif flag:
+            self.put("unmasking.stage_mixing", "all", "use_all_stages_for_training = True")
+        elif count > 1:
+            self.put("unmasking.stage_mixing", "up_to_current", "use_all_stages_for_training (not True)")
+            self.notes.remarks.append("use_all_stages_for_training is not True: its batches mixed stages 0..current, "
+                                      "stage_mixing = 'up_to_current'")
 
-def convert_assignments(values: dict[str, Any], skipped: list[str] | None = None) -> tuple[dict, ConversionNotes]:
-    """(tables, notes) for assignments already read (see :func:`read_assignments`)."""
+    def scorer_stages(self) -> None:
+        """A sequence scorer of the earlier trainer: labels from its frozen LM's reconstructions of text masked
+        with its stages, stage 0 only unless use_all_stages_for_training (its scorers never advanced)."""
+        v = self.values
+        if "unmasking_model_checkpoint" in v:
+            self.put("sequence_scoring.score_source", "reconstruction", "unmasking_model_checkpoint")
+            self.put("sequence_scoring.unmasking_model_checkpoint", v["unmasking_model_checkpoint"], "unmasking_model_checkpoint")
+        if "unmasking_stages" in v:
+            stages = self.stages("unmasking_stages", v["unmasking_stages"], keep_stale=False, why="a scorer has no curriculum")
+            if stages:
+                if not v.get("use_all_stages_for_training") and len(stages) > 1:
+                    self.notes.remarks.append(f"use_all_stages_for_training is not set, so its scorer masked with stage 0 "
+                                              f"only: sequence_scoring.stages keeps that one of {len(stages)}")
+                    stages = stages[:1]
+                self.put_stages("sequence_scoring.stages", stages, "unmasking_stages")
+        if "validation_stages" in v:
+            stages = self.stages("validation_stages", v["validation_stages"], keep_stale=False)
+            if stages:
+                self.put_stages("sequence_scoring.validation_stages", stages, "validation_stages")
+        if "use_all_stages_for_training" in v:
+            self.notes.remarks.append("use_all_stages_for_training: a scorer's batches mix every stage of "
+                                      "sequence_scoring.stages")
+
+
+def convert_assignments(values: dict[str, Any], skipped: list[str] | None, schema: dict[str, type]) -> tuple[dict, ConversionNotes]:
+    """(tables, notes) for assignments already read (see :func:`read_assignments`), against ``schema``
+    (table name -> dataclass, i.e. ``mmengine.config.TABLES``)."""
     fmt = "earlier trainer" if _EARLIER_TRAINER_KEYS & values.keys() else "nanoGPT"
     notes = ConversionNotes(source_format=fmt, unconvertible=list(skipped or []))
-    tables = _Converter(values, notes).run()
+    tables = _Converter(values, notes, schema).run()
     return tables, notes
 
 
-def convert_config(path) -> tuple[dict[str, dict[str, Any]], ConversionNotes]:
-    """(mmengine TOML tables, notes) for the Python config file of the earlier trainer or nanoGPT at ``path``.
+def convert_config(path, schema: dict[str, type]) -> tuple[dict[str, dict[str, Any]], ConversionNotes]:
+    """(mmengine TOML tables, notes) for the Python config file of the earlier trainer or nanoGPT at ``path``,
+    checked against ``schema`` (``mmengine.config.TABLES``).
 
     The file is parsed, never run. Raises :class:`ConfigError` when it is missing or not Python.
     """
@@ -345,7 +410,7 @@ def convert_config(path) -> tuple[dict[str, dict[str, Any]], ConversionNotes]:
     except UnicodeDecodeError:
         raise ConfigError(f"config file '{p}' is not UTF-8 text.") from None
     values, skipped = read_assignments(text, str(p))
-    return convert_assignments(values, skipped)
+    return convert_assignments(values, skipped, schema)
 
 
 # -----------------------------------------------------------------------------
@@ -399,30 +464,13 @@ def tables_to_toml(tables: dict[str, dict[str, Any]], notes: ConversionNotes | N
     return "\n".join(lines)
 
 
-_USAGE = """usage: python -m mmengine.upstream_config CONFIG.py
-
-Print an earlier-trainer or nanoGPT Python config as mmengine TOML. The file is parsed, never run: only
-top-level NAME = literal assignments are read. The notes at the top (comments) list what could not be
-converted, what mmengine does not support yet, and the keys with no mmengine meaning."""
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mmengine.upstream_config FILE.py``: print the converted TOML (notes as comments)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in args or "--help" in args:
-        print(_USAGE)
-        return 0
-
-    def _run(args: list[str]) -> int:
-        if len(args) != 1 or args[0].startswith("-"):
-            raise ConfigError("give one Python config file of the earlier trainer or nanoGPT (python -m "
-                              "mmengine.upstream_config CONFIG.py).")
-        tables, notes = convert_config(args[0])
-        print(tables_to_toml(tables, notes), end="")
-        return 0
-
-    return cli_entry(_run, args, "python -m mmengine.upstream_config")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def converted_toml(path, schema: dict[str, type], validate=None) -> str:
+    """The TOML text of :func:`convert_config`, notes as comments; ``validate(tables)`` (mmengine's checks) raising
+    an error adds one note saying what does not pass yet (the text is printed all the same)."""
+    tables, notes = convert_config(path, schema)
+    if validate is not None:
+        try:
+            validate(tables)
+        except MMEngineError as exc:
+            notes.remarks.append(f"as converted it does not pass mmengine's checks yet: {str(exc).rstrip('.')}")
+    return tables_to_toml(tables, notes)

@@ -9,7 +9,9 @@ the mistake harmed nothing and left nothing behind (no temp dir, no half-written
 
 To add a case (a trainer or checkpoint mistake, ...), append one ``Case(...)``; the builders below
 make real files: ``text``, ``prepared`` (a data dir written by ``prepare``, then damaged by
-``poke`` / ``append`` / ``set_meta``), ``folder`` (several files at once).
+``poke`` / ``append`` / ``set_meta``), ``folder`` (several files at once), ``finished_run`` (the out_dir
+of a real training run, its checkpoint then edited by ``ckpt_set`` / ``ckpt_model_args`` / ...),
+``in_use`` (a folder whose lock this live test process holds, as a running run would).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ class Case:
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 12
 SPANS = [{"text": "a human wrote this line", "spans": [[2, 7, 1]]} for _ in range(6)]
+SCORES = [{"text": f"review number {i}: a fine play", "score": i / 10} for i in range(10)]
 
 
 def text(content: str) -> Content:
@@ -67,8 +70,8 @@ def folder(files: dict[str, Content]) -> Content:
     return build
 
 
-def prepared(*edits: Callable[[Path], None], records: list | None = None) -> Content:
-    """A char data dir written by ``prepare`` (from CORPUS, or from JSONL ``records``), then ``edits``."""
+def prepared(*edits: Callable[[Path], None], records: list | None = None, corpus: str = CORPUS) -> Content:
+    """A char data dir written by ``prepare`` (from ``corpus``, or from JSONL ``records``), then ``edits``."""
 
     def build(path: Path) -> None:
         from mmengine.data.preparation import prepare_jsonl, prepare_text
@@ -76,7 +79,7 @@ def prepared(*edits: Callable[[Path], None], records: list | None = None) -> Con
         source = path.parent / f"{path.name}.source"
         source.mkdir()
         if records is None:
-            (source / "corpus.txt").write_text(CORPUS, encoding="utf-8")
+            (source / "corpus.txt").write_text(corpus, encoding="utf-8")
             prepare_text([source / "corpus.txt"], path, progress=False)
         else:
             (source / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
@@ -127,6 +130,98 @@ def set_meta(key: str, value) -> Callable[[Path], None]:
         (data_dir / "meta.json").write_text(json.dumps(meta))
 
     return edit
+
+
+def set_scores_split_empty(split: str) -> Callable[[Path], None]:
+    """A "scores" data dir whose ``split`` holds no documents (and meta.json counting none)."""
+
+    def edit(data_dir: Path) -> None:
+        meta = json.loads((data_dir / "meta.json").read_text())
+        np.zeros(0, dtype=meta["token_dtype"]).tofile(data_dir / f"{split}.bin")
+        np.save(data_dir / f"{split}_offsets.npy", np.zeros(1, dtype=np.int64))
+        np.save(data_dir / f"{split}_scores.npy", np.zeros(0, dtype=np.float32))
+        meta["counts"][f"{split}_tokens"] = 0
+        (data_dir / "meta.json").write_text(json.dumps(meta))
+
+    return edit
+
+
+_RUNS: dict[str, Path] = {}
+
+
+def finished_run(*edits: Callable[[dict], None]) -> Content:
+    """The out_dir of a real finished run (TRAIN's settings, on ``prepared()`` data), its ckpt.pt then edited.
+
+    The run is trained once per session (in this process) and copied; each edit changes the loaded checkpoint
+    dict in place before it is written back.
+    """
+
+    def build(path: Path) -> None:
+        import shutil
+
+        import torch
+
+        if "run" not in _RUNS:
+            from mmengine.config import load_config
+            from mmengine.train import train
+
+            root = Path(__import__("tempfile").mkdtemp(prefix="mmengine-finished-run-"))
+            prepared()(root / "data")
+            argv = [a.replace("{tmp}", str(root)) for a in TRAIN[1:]]
+            train(load_config([*argv, "--train.max_iters=2", "--train.eval_interval=2"]))
+            _RUNS["run"] = root / "run"
+        shutil.copytree(_RUNS["run"], path)
+        if edits:
+            ckpt = torch.load(path / "ckpt.pt", weights_only=True)
+            for edit in edits:
+                edit(ckpt)
+            torch.save(ckpt, path / "ckpt.pt")
+
+    return build
+
+
+def ckpt_set(key: str, value) -> Callable[[dict], None]:
+    def edit(ckpt: dict) -> None:
+        ckpt[key] = value
+
+    return edit
+
+
+def ckpt_model_args(**changes) -> Callable[[dict], None]:
+    def edit(ckpt: dict) -> None:
+        ckpt["model_args"].update(changes)
+
+    return edit
+
+
+def ckpt_first_moment_reshaped(ckpt: dict) -> None:
+    """AdamW's exp_avg of the first parameter cut to half its rows (load_state_dict accepts it)."""
+    state = ckpt["optimizer"]["state"][0]
+    state["exp_avg"] = state["exp_avg"][: max(1, state["exp_avg"].shape[0] // 2)].clone()
+
+
+_HELD: list = []  # locks this test process holds, as a live run would, until the test ends
+
+
+def in_use(content: Content) -> Content:
+    """``content``, then its lock held by this (live) test process, as a running training run holds it."""
+
+    def build(path: Path) -> None:
+        from mmengine.run_dir import OutDirLock
+
+        _create(path, content)
+        lock = OutDirLock(path)
+        lock.acquire()
+        _HELD.append(lock)
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _release_held_locks():
+    yield
+    while _HELD:
+        _HELD.pop().release()
 
 
 def _create(path: Path, content: Content) -> None:
@@ -191,6 +286,54 @@ CASES = [
          {"data": prepared(poke("train_labels.bin", 3, 7), records=SPANS)}, 2, "label 7"),
     # The lead's (mmengine/config.py): a negative run seed is a traceback from numpy today.
     Case("train-run-seed-negative", (*TRAIN, "--run.seed=-1"), {"data": prepared()}, 2, "run.seed"),
+    # runs must not destroy each other or their history
+    Case("train-out-dir-in-use-by-a-live-run", TRAIN, {"data": prepared(), "run": in_use(finished_run())}, 2,
+         "in use by another run (pid"),
+    Case("train-scratch-over-a-finished-run", TRAIN, {"data": prepared(), "run": finished_run()}, 2,
+         "--run.overwrite=true"),
+    # wrong data must not be used silently: a data dir of another vocabulary
+    Case("train-resume-other-vocabulary", (*TRAIN, "--run.init_from=resume", "--train.max_iters=4"),
+         {"data": prepared(corpus=CORPUS.upper()), "run": finished_run()}, 2, "another vocabulary"),
+    Case("evaluate-other-vocabulary", ("mmengine.evaluate", "{tmp}/run/ckpt.pt", "--data.dir={tmp}/other"),
+         {"other": prepared(corpus=CORPUS + "Zounds! 1, 2, 3?\n\n"), "run": finished_run()}, 2, "another vocabulary"),
+    Case("train-separator-not-in-vocabulary", (*TRAIN, "--data.separator=@@", "--data.use_paragraph_boundaries=true"),
+         {"data": prepared()}, 2, "data.separator '@@'"),
+    # sizes that cannot fit: refused before anything is allocated
+    Case("train-block-size-1e12", (*TRAIN, "--data.block_size=1000000000000"), {"data": prepared()}, 2,
+         "data.block_size"),
+    Case("train-batch-size-beyond-memory", (*TRAIN, "--data.batch_size=100000000000"), {"data": prepared()}, 2,
+         "lower data.batch_size"),
+    Case("train-n-embd-2e6", (*TRAIN, "--model.n_embd=2000000"), {"data": prepared()}, 2, "of memory on cpu"),
+    Case("train-resume-model-args-absurd", (*TRAIN, "--run.init_from=resume", "--train.max_iters=4"),
+         {"data": prepared(), "run": finished_run(ckpt_model_args(n_embd=2_000_000))}, 2, "model_args of checkpoint"),
+    Case("evaluate-model-args-absurd", ("mmengine.evaluate", "{tmp}/run/ckpt.pt", "--data.dir={tmp}/data"),
+         {"data": prepared(), "run": finished_run(ckpt_model_args(n_layer=1_000_000, n_embd=4096, n_head=2))}, 2,
+         "describes a model of"),
+    # the remaining tracebacks
+    Case("train-out-dir-is-a-file", (*TRAIN, "--run.out_dir={tmp}/notes.txt"),
+         {"data": prepared(), "notes.txt": "mine"}, 2, "is a file"),
+    Case("train-out-dir-under-a-file", (*TRAIN, "--run.out_dir={tmp}/notes.txt/run"),
+         {"data": prepared(), "notes.txt": "mine"}, 2, "which is a file"),
+    Case("train-out-dir-in-proc", (*TRAIN, "--run.out_dir=/proc/mmengine-run"), {"data": prepared()}, 2, "/proc"),
+    Case("train-out-dir-empty", (*TRAIN, "--run.out_dir="), {"data": prepared()}, 2, "run.out_dir is empty"),
+    Case("train-scoring-no-val-documents", (*TRAIN, "--train.training_type=sequence_scoring",
+                                            "--sequence_scoring.score_source=documents"),
+         {"data": prepared(set_scores_split_empty("val"), records=SCORES)}, 2, "val split"),
+    Case("train-scoring-block-size-1", (*TRAIN, "--train.training_type=sequence_scoring", "--data.block_size=1"),
+         {"data": prepared()}, 2, "data.block_size=1"),
+    Case("train-resume-optimizer-none", (*TRAIN, "--run.init_from=resume", "--train.max_iters=4"),
+         {"data": prepared(), "run": finished_run(ckpt_set("optimizer", None))}, 2, "optimizer=None"),
+    Case("train-resume-optimizer-state-misshaped", (*TRAIN, "--run.init_from=resume", "--train.max_iters=4"),
+         {"data": prepared(), "run": finished_run(ckpt_first_moment_reshaped)}, 2, "optimizer state 'exp_avg'"),
+    Case("train-resume-trainer-a-string", (*TRAIN, "--run.init_from=resume", "--train.max_iters=4"),
+         {"data": prepared(), "run": finished_run(ckpt_set("trainer", "frozen"))}, 2, "trainer entry is a str"),
+    Case("train-resume-iter-num-negative", (*TRAIN, "--run.init_from=resume", "--train.max_iters=4"),
+         {"data": prepared(), "run": finished_run(ckpt_set("iter_num", -5))}, 2, "iter_num"),
+    Case("train-resume-iter-num-a-string", (*TRAIN, "--run.init_from=resume", "--train.max_iters=4"),
+         {"data": prepared(), "run": finished_run(ckpt_set("iter_num", "12"))}, 2, "iter_num"),
+    Case("evaluate-trainer-a-string", ("mmengine.evaluate", "{tmp}/run/ckpt.pt", "--data.dir={tmp}/data"),
+         {"data": prepared(), "run": finished_run(ckpt_set("trainer", "frozen"))}, 2, "trainer entry is a str"),
+    Case("train-dist-timeout-zero", (*TRAIN, "--run.dist_timeout_s=0"), {"data": prepared()}, 2, "run.dist_timeout_s"),
 ]
 
 

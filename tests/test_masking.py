@@ -13,7 +13,9 @@ from mmengine.data.masking import (
     continuous_time_mask,
     exact_count_mask,
     make_mask,
+    make_mixed_mask,
     nelbo_per_token,
+    stage_of_rows,
 )
 
 
@@ -390,3 +392,78 @@ def test_curriculum_state_roundtrip_and_errors():
         StageCurriculum(stages, stale_count=0)
     with pytest.raises(ValueError, match="at least one"):
         StageCurriculum([], stale_count=1)
+
+
+# ----------------------------------------------------------------------------- the earlier trainer's stage dicts
+
+
+def test_earlier_trainer_stage_dicts_read_as_they_are():
+    earlier = {"type": "sticky", "target_masked_ratio": 0.4, "p1_probability": 0.15, "p2_probability": 0.3,
+               "val_loss_stale_count": 6}
+    s = MaskingStage.from_dict(earlier)
+    assert (s.p1, s.p2, s.val_loss_stale_count) == (0.15, 0.3, 6)
+    assert MaskingStage.from_dict(s.to_dict()) == s and "p1_probability" not in s.to_dict()
+    assert MaskingStage.from_dict({"type": "span", "spans_count": 3.0}).spans_count == 3  # a Python config's 3.0
+    with pytest.raises(ValueError, match="both p1 and p1_probability"):
+        MaskingStage.from_dict({"type": "sticky", "p1": 0.1, "p1_probability": 0.2})
+    for bad in ({"type": "span", "spans_count": -1}, {"type": "span", "spans_count": 1.5},
+                {"type": "random", "val_loss_stale_count": True}):
+        with pytest.raises(ValueError, match="must be an integer >= 0"):
+            MaskingStage.from_dict(bad)
+
+
+def _boundary_spans_reference(u: np.ndarray, T: int) -> np.ndarray:
+    """The earlier trainer's span stage written out: floor(u * T) boundaries, sorted, paired, inclusive."""
+    B, two_s = u.shape
+    mask = np.zeros((B, T), dtype=bool)
+    for b in range(B):
+        bounds = sorted(int(v * T) for v in u[b])
+        for k in range(0, two_s, 2):
+            mask[b, bounds[k]:bounds[k + 1] + 1] = True
+    return mask
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=st.integers(1, 6), T=st.integers(1, 70), spans=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_span_stage_with_spans_count_is_the_earlier_trainers(B, T, spans, seed):
+    stage = MaskingStage(type="span", spans_count=spans)
+    mask = make_mask(stage, (B, T), rng(seed))
+    want = _boundary_spans_reference(rng(seed).random((B, 2 * spans)), T)  # the same draws
+    np.testing.assert_array_equal(mask, want)
+    assert mask.any(axis=1).all()  # an inclusive span is never empty
+
+
+def test_span_stage_with_spans_count_has_at_most_that_many_runs_and_a_varying_share():
+    mask = make_mask(MaskingStage(type="span", spans_count=3), (500, 64), rng(1))
+    assert max(len(runs(row)) for row in mask) <= 3
+    share = mask.mean(axis=1)
+    assert share.std() > 0.05  # unlike the exact-count span stage
+    # S spans between 2S sorted uniform points cover S / (2S + 1) of a row on average (3/7), plus the inclusive ends
+    assert 3 / 7 < share.mean() < 3 / 7 + 3 / 64 + 0.02
+
+
+@pytest.mark.parametrize("B, n", [(8, 2), (7, 3), (2, 3), (1, 1), (9, 4)])
+def test_mixed_batches_split_rows_evenly_remainder_first(B, n):
+    counts = np.bincount(stage_of_rows(n, B, rng(B)), minlength=n)
+    want = [B // n + (1 if i < B % n else 0) for i in range(n)]
+    assert counts.tolist() == want
+
+
+def test_mixed_mask_rows_follow_their_stage_and_the_order_is_shuffled():
+    stages = [MaskingStage(type="sticky", target_masked_ratio=0.25), MaskingStage(type="sticky", target_masked_ratio=0.75)]
+    orders = set()
+    for seed in range(20):
+        mask, stage = make_mixed_mask(stages, (6, 40), rng(seed))
+        np.testing.assert_array_equal(mask.sum(axis=1), np.where(stage == 0, 10, 30))
+        orders.add(tuple(stage))
+    assert len(orders) > 5  # rows of a stage are not always the first ones
+
+
+def test_curriculum_per_stage_stale_counts():
+    stages = [MaskingStage(type="random", val_loss_stale_count=1), MaskingStage(type="random"),
+              MaskingStage(type="random", val_loss_stale_count=3)]
+    c = StageCurriculum(stages, stale_count=2)
+    assert c.limits == [1, 2, 3]
+    assert c.update(1.0) is False and c.update(1.0) is True  # stage 0 waits 1 evaluation
+    assert c.update(1.0) is False and c.update(1.0) is False and c.update(1.0) is True  # stage 1: the run's 2
+    assert c.index == 2 and c.limit == 3

@@ -206,7 +206,8 @@ def test_a_nanogpt_judge_reads_the_vocabulary_of_a_nanogpt_data_dir(tmp_path):
         np.arange(40, dtype=np.uint16).__mod__(TEXT).astype(np.uint16).tofile(data / f"{split}.bin")
     chars = list("abcdefghijklm")
     with open(data / "meta.pkl", "wb") as f:
-        pickle.dump({"vocab_size": TEXT, "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}, f)
+        pickle.dump({"vocab_size": TEXT, "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}},
+                    f)
     got = load_judge(path, data_dir=str(data))
     assert got.kind == "perplexity" and got.meta.text_vocab_size == TEXT
     assert got.judge.score(samples_of([6])).shape == (1,)

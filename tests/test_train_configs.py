@@ -30,8 +30,16 @@ def lm_checkpoint(data_dir, tmp_path_factory):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_config_runs(path, data_dir, lm_checkpoint, tmp_path):
     extra = []
-    if load_config([str(path)], check_paths=False).transfer.freeze_transformer:
-        extra = [f"--transfer.init_from_checkpoint={lm_checkpoint}", "--transfer.unfreeze_at_iteration=2"]
+    cfg = load_config([str(path)], check_paths=False)
+    # checkpoints a config names (out/ckpt.pt of an earlier step) are this test's tiny LM
+    if cfg.transfer.init_from_checkpoint or cfg.transfer.freeze_transformer:
+        extra.append(f"--transfer.init_from_checkpoint={lm_checkpoint}")
+    if cfg.transfer.freeze_transformer:
+        extra.append("--transfer.unfreeze_at_iteration=2")
+    if cfg.token_classification.lm_checkpoint:
+        extra.append(f"--token_classification.lm_checkpoint={lm_checkpoint}")
+    if cfg.sequence_scoring.unmasking_model_checkpoint:  # a judge trained on an LM's reconstructions
+        extra.append(f"--sequence_scoring.unmasking_model_checkpoint={lm_checkpoint}")
     res = train(load_config([str(path), f"--data.dir={data_dir}", f"--run.out_dir={tmp_path}", *TINY, *extra]))
     assert res.iter_num == 3 and (tmp_path / "ckpt.pt").is_file()
     assert all(v == v for v in res.train_losses.values())  # finite

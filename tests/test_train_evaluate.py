@@ -21,8 +21,8 @@ def test_evaluate_matches_the_runs_last_eval(data_dir, tmp_path, mode):
 
     res = train(load_config([f"--data.dir={data_dir}", f"--run.out_dir={tmp_path}", f"--train.training_type={mode}",
                              "--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2", "--data.block_size=32",
-                             "--data.batch_size=4", "--train.max_iters=4", "--train.eval_interval=4", "--train.eval_iters=2",
-                             "--log.sample_tokens=0", "--log.progress=false"]))
+                             "--data.batch_size=4", "--train.max_iters=4", "--train.eval_interval=4",
+                             "--train.eval_iters=2", "--log.sample_tokens=0", "--log.progress=false"]))
     metrics = evaluate_checkpoint(str(res.checkpoint))
     assert metrics["iter"] == 4
     assert abs(metrics["loss"] - res.val[-1]["loss"]) < 1e-5
@@ -34,7 +34,8 @@ def test_evaluate_matches_the_runs_last_eval(data_dir, tmp_path, mode):
 def test_evaluate_cli(data_dir, tmp_path):
     train(load_config([f"--data.dir={data_dir}", f"--run.out_dir={tmp_path}", "--model.n_layer=1", "--model.n_embd=32",
                        "--model.n_head=2", "--data.block_size=32", "--data.batch_size=4", "--train.max_iters=2",
-                       "--train.eval_interval=2", "--train.eval_iters=1", "--log.sample_tokens=0", "--log.progress=false"]))
+                       "--train.eval_interval=2", "--train.eval_iters=1", "--log.sample_tokens=0",
+                       "--log.progress=false"]))
     p = subprocess.run([sys.executable, "-m", "mmengine.evaluate", str(tmp_path / "ckpt.pt"), "--train.eval_iters=2"],
                        check=False, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr

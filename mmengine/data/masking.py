@@ -17,7 +17,13 @@ Two objectives:
     masks, in at most T steps). If nothing can ever join (p1 = 0 before any run exists, or
     p1 = p2 = 0) the row is seeded with one uniformly random position.
   - ``span``: spans with geometric lengths of mean ``span_length`` starting at random unmasked
-    positions, until exactly ``max(1, round(target_masked_ratio * T))`` positions are masked.
+    positions, until exactly ``max(1, round(target_masked_ratio * T))`` positions are masked. With
+    ``spans_count = S > 0`` it is the earlier research trainer's span stage instead: 2S boundaries
+    drawn uniformly from the T positions, sorted and paired into S inclusive spans (so the masked share
+    varies from row to row, S / (2S + 1) on average).
+
+  A batch may mix stages (:func:`make_mixed_mask`, the earlier trainer's mixed batches):
+  its rows are split evenly between them, the remainder going to the earlier stages, in random order.
 
 * **Continuous time** (MDLM / LLaDA, :func:`continuous_time_mask`): per row a time t in [eps, 1),
   each token replaced by [MASK] independently with probability t (no BERT replacement: the bound
@@ -46,6 +52,8 @@ from functools import partial
 import numpy as np
 
 MASKING_TYPES = ("random", "sticky", "span")
+#: The earlier research trainer's stage keys -> MaskingStage's.
+_EARLIER_STAGE_KEYS = {"p1_probability": "p1", "p2_probability": "p2"}
 #: Default BERT replacement split: (mask, random token, keep original).
 BERT_SPLIT = (0.8, 0.1, 0.1)
 
@@ -61,6 +69,13 @@ class MaskingStage:
         p1: sticky: probability that a position with no masked neighbour joins, per step, in [0, 1].
         p2: sticky: probability that a position next to a masked one joins, per step, in [0, 1].
         span_length: span: mean span length (>= 1).
+        spans_count: span: when > 0, that many spans between uniformly drawn boundaries (the earlier
+            trainer's span stage; ``target_masked_ratio`` and ``span_length`` are then unused).
+        val_loss_stale_count: evaluations without a better validation loss before the curriculum
+            leaves this stage; 0 = the run's ``unmasking.val_loss_stale_count``.
+
+    The earlier trainer's stage dicts read as they are: ``p1_probability`` / ``p2_probability`` are
+    accepted for ``p1`` / ``p2``.
     """
 
     type: str = "random"
@@ -69,6 +84,8 @@ class MaskingStage:
     p1: float = 0.1
     p2: float = 0.6
     span_length: float = 3.0
+    spans_count: int = 0
+    val_loss_stale_count: int = 0
 
     def __post_init__(self):
         self.validate()
@@ -94,14 +111,27 @@ class MaskingStage:
                 raise ValueError(f"masking stage field {name} must be in [0, 1], got {v}")
         if self.span_length < 1.0:
             raise ValueError(f"masking stage field span_length must be >= 1, got {self.span_length}")
+        for name in ("spans_count", "val_loss_stale_count"):
+            v = getattr(self, name)
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)  # 3.0 from a Python config is 3
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"masking stage field {name} must be an integer >= 0, got {v!r}")
+            setattr(self, name, v)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MaskingStage":
+    def from_dict(cls, d: dict) -> MaskingStage:
         """Build from a TOML table; unknown keys, wrong types and out-of-range values raise one clear error."""
         if isinstance(d, MaskingStage):
             return d
         if not isinstance(d, dict):
             raise TypeError(f"a masking stage must be a table like {{type = \"random\", max_masked_ratio = 0.5}}, got {d!r}")
+        d = dict(d)
+        for alias, name in _EARLIER_STAGE_KEYS.items():
+            if alias in d:
+                if name in d:
+                    raise ValueError(f"masking stage sets both {name} and {alias} (the earlier trainer's name for it); keep one")
+                d[name] = d.pop(alias)
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:
@@ -116,7 +146,7 @@ class MaskingStage:
 
     def masked_count(self, T: int) -> int:
         """Exact number of masked positions per row for sticky/span: max(1, round(ratio * T)), <= T."""
-        return min(T, max(1, int(round(self.target_masked_ratio * T))))
+        return min(T, max(1, round(self.target_masked_ratio * T)))
 
 
 def make_mask(stage: MaskingStage, batch_shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -130,7 +160,44 @@ def make_mask(stage: MaskingStage, batch_shape: tuple[int, int], rng: np.random.
         return _random_mask(stage.max_masked_ratio, B, T, rng)
     if stage.type == "sticky":
         return _grow_to(stage.masked_count(T), B, T, rng, partial(_sticky_step, p1=stage.p1, p2=stage.p2))
+    if stage.spans_count > 0:
+        return _boundary_spans(stage.spans_count, B, T, rng)
     return _grow_to(stage.masked_count(T), B, T, rng, partial(_span_step, mean_len=stage.span_length))
+
+
+def stage_of_rows(num_stages: int, B: int, rng: np.random.Generator) -> np.ndarray:
+    """(B,) stage index per row: ``B // n`` rows for each of the n stages and one more for each of the
+    first ``B % n``, in a uniformly random order (the earlier trainer's split, then its shuffle)."""
+    if num_stages < 1:
+        raise ValueError(f"need at least one stage, got {num_stages}")
+    counts = B // num_stages + (np.arange(num_stages) < B % num_stages)
+    return rng.permutation(np.repeat(np.arange(num_stages), counts))
+
+
+def make_mixed_mask(stages, batch_shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask (B, T) bool, stage (B,) int64)``: each row masked by one of ``stages``, split as
+    :func:`stage_of_rows` says (the earlier trainer's training batches)."""
+    B, T = (int(s) for s in batch_shape)
+    stage = stage_of_rows(len(stages), B, rng)
+    mask = np.zeros((B, T), dtype=bool)
+    for s, st in enumerate(stages):
+        rows = np.flatnonzero(stage == s)
+        if len(rows):
+            mask[rows] = make_mask(st, (len(rows), T), rng)
+    return mask, stage
+
+
+def _boundary_spans(spans: int, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
+    """The earlier trainer's span stage: per row 2 * spans positions floor(u * T), u ~ U[0, 1), sorted
+    and paired (1st-2nd, 3rd-4th, ...) into inclusive spans [start, end]."""
+    bounds = np.sort(np.floor(rng.random((B, 2 * spans)) * T).astype(np.int64), axis=1)  # (B, 2S)
+    starts, ends = bounds[:, 0::2], bounds[:, 1::2] + 1  # (B, S) each; ends exclusive
+    # difference array: +1 at each start, -1 after each end; a positive prefix sum = inside a span
+    diff = np.zeros((B, T + 1), dtype=np.int64)
+    rows = np.repeat(np.arange(B), spans)
+    np.add.at(diff, (rows, starts.reshape(-1)), 1)
+    np.add.at(diff, (rows, ends.reshape(-1)), -1)
+    return np.cumsum(diff[:, :T], axis=1) > 0
 
 
 def _random_mask(max_ratio: float, B: int, T: int, rng: np.random.Generator) -> np.ndarray:
@@ -393,10 +460,11 @@ def nelbo_per_token(token_nll: np.ndarray, mask: np.ndarray, t: np.ndarray) -> f
 class StageCurriculum:
     """Moves through masking stages when the validation loss stops improving.
 
-    ``update(val_loss)`` counts evaluations without a new best loss; after ``stale_count`` of them
-    in a row it advances to the next stage (never past the last) and resets best/stale, since a
-    harder stage starts from a higher loss. A NaN loss counts as "not improved".
-    State (``state_dict``) is plain ints/floats, so it goes into checkpoints as it is.
+    ``update(val_loss)`` counts evaluations without a new best loss; after the current stage's limit
+    of them in a row (its own ``val_loss_stale_count``, else ``stale_count``) it advances to the next
+    stage (never past the last) and resets best/stale, since a harder stage starts from a higher loss.
+    A NaN loss counts as "not improved". State (``state_dict``) is plain ints/floats, so it goes into
+    checkpoints as it is.
     """
 
     def __init__(self, stages, stale_count: int = 3):
@@ -407,6 +475,7 @@ class StageCurriculum:
             raise ValueError(f"stale_count must be an integer >= 1, got {stale_count!r}")
         self.stages = stages
         self.stale_count = stale_count
+        self.limits = [s.val_loss_stale_count or stale_count for s in stages]
         self.index = 0
         self.best: float | None = None
         self.stale = 0
@@ -420,6 +489,11 @@ class StageCurriculum:
     def is_last(self) -> bool:
         return self.index == len(self.stages) - 1
 
+    @property
+    def limit(self) -> int:
+        """Stale evaluations the current stage waits for."""
+        return self.limits[self.index]
+
     def update(self, val_loss: float) -> bool:
         """Record one validation loss; returns True when this moved to the next stage."""
         val_loss = float(val_loss)
@@ -428,7 +502,7 @@ class StageCurriculum:
             self.stale = 0
             return False
         self.stale += 1
-        if self.stale >= self.stale_count and not self.is_last:
+        if self.stale >= self.limit and not self.is_last:
             self.index += 1
             self.best = None
             self.stale = 0

@@ -32,6 +32,33 @@ def open_data(cfg):
         raise UserError(f"cannot open data dir '{path}': {str(e).rstrip('.')}.") from None
 
 
+def check_mode_data(mode, cfg) -> None:
+    """What the mode will cut from the data, checked when the run opens it (one sentence, not a loader error later).
+
+    The window the mode leaves for text (``data.block_size`` minus the positions it reserves, e.g. ``[CLS]``)
+    holds at least one token; ``data.separator`` is text the data dir's tokenizer can encode; both splits
+    hold at least one item (a window, or a document of "scores" data).
+    """
+    from mmengine.errors import DataError
+
+    length = mode.window_length()
+    if length < 1:
+        reserved = cfg.data.block_size - length
+        raise UserError(f"data.block_size={cfg.data.block_size} leaves no room for text: train.training_type="
+                        f"'{cfg.train.training_type}' reserves {reserved} position(s) of each window; set "
+                        f"data.block_size to at least {reserved + 1}.")
+    if cfg.data.separator:
+        try:
+            mode.separator_ids()
+        except DataError as e:  # a tokenizer error: a character outside a char vocabulary
+            raise UserError(f"data.separator {cfg.data.separator!r} cannot be encoded by the data dir's tokenizer: "
+                            f"{str(e).rstrip('.')}.") from None
+    for split in ("train", "val"):
+        if mode.num_items(split) < 1:
+            raise UserError(f"the {split} split of data dir '{data_dir_path(cfg)}' holds nothing to train or "
+                            f"evaluate on (no documents or windows for {mode.describe()}); prepare it with {split} data.")
+
+
 def to_device(batch: dict, device: str) -> dict:
     """numpy batch -> tensors on ``device`` (non-blocking copies off the CPU)."""
     out = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from mmengine.errors import ConfigError
 
 SCHEDULES = ("linear", "cosine", "exponential", "custom")
-REMASKING = ("random", "low_confidence", "self_surprise", "inspector", "threshold", "mixed")
+REMASKING = ("auto", "random", "low_confidence", "self_surprise", "inspector", "threshold", "mixed")
 #: Strategies that read P(wrong) from an inspector.
 INSPECTOR_STRATEGIES = ("inspector", "threshold", "mixed")
 JUDGE_DIRECTIONS = ("auto", "higher", "lower")
@@ -40,7 +40,7 @@ class SampleConfig:
         "help": "Masked fraction the schedule starts from (before the first step), in [0, 1]."})
     end_ratio: float = field(default=0.0, metadata={
         "help": "Masked fraction the schedule heads for, in [0, 1]; the last step still leaves nothing masked."})
-    temperature: float = field(default=1.0, metadata={
+    temperature: float = field(default=0.8, metadata={
         "help": "Softmax temperature of the token choice; 0 picks the most probable token (greedy)."})
     top_k: int = field(default=0, metadata={"help": "Choose only among the k most probable tokens (0 = all)."})
     top_p: float = field(default=1.0, metadata={
@@ -50,8 +50,9 @@ class SampleConfig:
                 "(negative) by this (1 = off)."})
     repetition_window: int = field(default=16, metadata={
         "help": "Distance (either side; revealed tokens only) within which a token counts as a repeat."})
-    remasking: str = field(default="random", metadata={
-        "help": "Which revealed tokens are masked again: 'random', 'low_confidence', 'self_surprise', 'inspector', "
+    remasking: str = field(default="auto", metadata={
+        "help": "Which revealed tokens are masked again: 'auto' ('mixed' with an inspector, else 'random': the best "
+                "measured, benchmarks/QUALITY.md), 'random', 'low_confidence', 'self_surprise', 'inspector', "
                 "'threshold' or 'mixed'.",
         "choices": REMASKING})
     randomness: float = field(default=0.5, metadata={

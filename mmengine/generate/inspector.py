@@ -21,8 +21,12 @@ def checkpoint_text_vocab(checkpoint: dict) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def load_role_model(path, role: str, mode: str, device="cpu"):
-    """(model on ``device`` in eval mode, checkpoint dict); a checkpoint of another mode is refused in one sentence."""
+def load_role_model(path, role: str, mode: str, device="cpu", meta=None):
+    """(model on ``device`` in eval mode, checkpoint dict); a checkpoint of another mode is refused in one sentence.
+
+    With ``meta`` (the language model's data description) a file of the earlier trainer or of nanoGPT gets its
+    vocabulary mapped onto it, and an mmengine file of another vocabulary is refused.
+    """
     from mmengine.checkpoint import (
         CheckpointError,
         load_checkpoint,
@@ -31,6 +35,12 @@ def load_role_model(path, role: str, mode: str, device="cpu"):
 
     try:
         checkpoint = load_checkpoint(path)
+        if meta is not None:
+            from mmengine.fingerprint import check_fingerprint
+            from mmengine.upstream import prepare_for_data
+
+            checkpoint = prepare_for_data(checkpoint, meta, source=str(path))
+            check_fingerprint(checkpoint, meta, f"the {role} {path}")
         model = model_from_checkpoint(checkpoint, source=str(path))
     except CheckpointError as exc:
         raise UserError(f"{role} checkpoint: {exc}") from None
@@ -49,8 +59,8 @@ class Inspector:
         self.model = model
 
     @classmethod
-    def from_checkpoint(cls, path, vocab: SamplerVocab, *, device="cpu") -> Inspector:
-        model, checkpoint = load_role_model(path, "inspector", "token_classifier", device)
+    def from_checkpoint(cls, path, vocab: SamplerVocab, *, device="cpu", meta=None) -> Inspector:
+        model, checkpoint = load_role_model(path, "inspector", "token_classifier", device, meta)
         return cls(model, vocab, text_vocab_size=checkpoint_text_vocab(checkpoint))
 
     def p_wrong(self, x: torch.Tensor) -> torch.Tensor:

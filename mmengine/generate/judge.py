@@ -30,8 +30,8 @@ def direction_from_checkpoint(checkpoint: dict, source: str = "judge") -> bool:
     config = checkpoint.get("config")
     scoring = config.get("sequence_scoring") if isinstance(config, dict) else None
     score_source = scoring.get("score_source") if isinstance(scoring, dict) else None
-    if score_source == "synthetic":
-        return False  # predicts the fraction of corrupted tokens
+    if score_source in ("synthetic", "reconstruction"):
+        return False  # predicts the fraction of corrupted (or wrongly reconstructed) tokens
     if score_source == "documents":
         return True  # predicts the documents' own quality scores
     raise UserError(f"the judge {source} does not record what its scores mean; set the judge direction to 'higher' or 'lower'")
@@ -63,8 +63,8 @@ class Judge:
 
     @classmethod
     def from_checkpoint(cls, path, vocab: SamplerVocab, *, direction: str = "auto", aggregate: str = "mean",
-                        device="cpu") -> Judge:
-        model, checkpoint = load_role_model(path, "judge", "sequence_scorer", device)
+                        device="cpu", meta=None) -> Judge:
+        model, checkpoint = load_role_model(path, "judge", "sequence_scorer", device, meta)
         if direction == "auto":
             higher = direction_from_checkpoint(checkpoint, str(Path(path)))
         elif direction in ("higher", "lower"):

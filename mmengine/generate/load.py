@@ -55,7 +55,8 @@ def check_finite(model, path) -> None:
             raise UserError(f"{path} holds non-finite weights ({name} has NaN or inf); use an earlier checkpoint")
 
 
-def load_for_inference(path, mode: str, *, data_dir: str | None = None, device="cpu", role: str | None = None) -> Loaded:
+def load_for_inference(path, mode: str, *, data_dir: str | None = None, device="cpu", role: str | None = None,
+                       cls_token_id: int | None = None) -> Loaded:
     """The ``mode`` model of checkpoint ``path`` on ``device`` in eval mode, with its data's vocabulary and tokenizer.
 
     ``mode`` is the head asked for ("language_model", "token_classifier" or "sequence_scorer"); ``role``
@@ -64,9 +65,15 @@ def load_for_inference(path, mode: str, *, data_dir: str | None = None, device="
     from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
 
     role = role or ROLES.get(mode, mode)
+    from mmengine.fingerprint import check_fingerprint
+    from mmengine.upstream import prepare_for_data
+
     try:
         checkpoint = load_checkpoint(path)
         meta, tokenizer = data_of(checkpoint, path, data_dir)
+        # another trainer's vocabulary mapped onto the data's; an mmengine file of another vocabulary refused
+        checkpoint = prepare_for_data(checkpoint, meta, cls_token_id=cls_token_id, source=str(path))
+        check_fingerprint(checkpoint, meta, f"cannot use {path} with this data")
         model = model_from_checkpoint(checkpoint, source=str(path))
     except CheckpointError as exc:
         raise UserError(f"{role}: {exc}") from None

@@ -58,6 +58,7 @@ next-token log P (one forward per window).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -395,6 +396,11 @@ def _check_ids(ids, vocab: SamplerVocab, what: str, allow_none: bool = False) ->
             raise UserError(f"{what}[{j}] is {i!r}, not a text id in [0, {vocab.text_vocab_size})")
 
 
+def auto_remasking(have_inspector: bool) -> str:
+    """What ``remasking = 'auto'`` means: 'mixed' with an inspector, else 'random' (measured best; benchmarks/QUALITY.md)."""
+    return "mixed" if have_inspector else "random"
+
+
 def generate(lm, cfg: SampleConfig, vocab: SamplerVocab, *, inspector=None, judge=None, prompt_ids=None, template=None,
              device=None, progress=None) -> list[Sample]:
     """``cfg.num_samples`` samples from ``lm`` (a :class:`mmengine.model.GPT` language model), made together.
@@ -410,6 +416,8 @@ def generate(lm, cfg: SampleConfig, vocab: SamplerVocab, *, inspector=None, judg
     :func:`mmengine.generate.sample_texts`.
     """
     cfg.validate(check_paths=False)
+    if cfg.remasking == "auto":
+        cfg = dataclasses.replace(cfg, remasking=auto_remasking(inspector is not None))
     causal = _check_lm(lm, vocab, cfg)
     if cfg.prompt and prompt_ids is None or cfg.infill and template is None:
         raise UserError("generate() takes ids: encode sample.prompt / sample.infill first (sample_texts does)")

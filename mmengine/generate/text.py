@@ -66,9 +66,9 @@ def sample_texts(lm, meta, tokenizer, cfg: SampleConfig, *, inspector=None, judg
     vocab = SamplerVocab.from_meta(meta, tokenizer)
     device = resolve_device(cfg.device)
     if inspector is None and cfg.inspector:
-        inspector = Inspector.from_checkpoint(cfg.inspector, vocab, device=device)
+        inspector = Inspector.from_checkpoint(cfg.inspector, vocab, device=device, meta=meta)
     if judge is None and cfg.judge:
-        judge = Judge.from_checkpoint(cfg.judge, vocab, direction=cfg.judge_direction, aggregate=cfg.judge_aggregate,
+        judge = Judge.from_checkpoint(cfg.judge, vocab, direction=cfg.judge_direction, aggregate=cfg.judge_aggregate, meta=meta,
                                       device=device)
     prompt_ids = _encode(tokenizer, cfg.prompt, "sample.prompt") if cfg.prompt else None
     template = parse_infill(cfg.infill, tokenizer) if cfg.infill else None

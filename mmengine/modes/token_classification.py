@@ -195,7 +195,9 @@ class LMSampler:
 
         from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
 
-        ckpt = load_checkpoint(path)
+        from mmengine.upstream import prepare_for_data
+
+        ckpt = prepare_for_data(load_checkpoint(path), meta, source=str(path))  # another trainer's vocabulary: mapped
         self.model = model_from_checkpoint(ckpt, source=str(path)).to(device).eval()
         cfg = self.model.config
         if cfg.mode.value != "language_model" or cfg.attention_type != "bidirectional":
