@@ -193,6 +193,29 @@ def test_a_sequence_scorer_judges_in_the_direction_its_checkpoint_records(models
         assert m["result"] == ("a" if m["score_a"] < m["score_b"] else "b" if m["score_b"] < m["score_a"] else "draw")
 
 
+@pytest.mark.slow
+def test_a_judge_that_learned_the_lms_mistakes_ranks_the_untrained_lm_last(models, tmp_path, capsys):
+    """configs/judge_lm_mistakes.toml at the tiny size: a scorer on the LM's trunk, labels from that LM's own
+    reconstructions. It puts the iteration-0 LM's samples last by far; real text and the trained LM's samples it
+    scores alike at this size (measured 0.065 vs 0.066, the order between them changing with the judge's
+    learning rate), so only the clear part of the ranking is asserted."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "judge_lm_mistakes.toml"
+    judge = train(load_config([str(config), f"--data.dir={models.data}", f"--run.out_dir={tmp_path / 'judge'}", *TINY,
+                               f"--transfer.init_from_checkpoint={models.lm}", "--transfer.unfreeze_at_iteration=50",
+                               f"--sequence_scoring.unmasking_model_checkpoint={models.lm}", "--train.max_iters=150",
+                               "--train.eval_interval=150"])).checkpoint
+    out = tmp_path / "results"
+    code, _, err = cli(capsys, models.lm, models.untrained, f"--judge={judge}", "--ground_truth", *SMALL,
+                       f"--out={out}")
+    assert code == 0, err
+    doc = results(out)
+    assert doc["settings"]["judge_kind"] == "scorer" and doc["higher_is_better"] is False  # the share it got wrong
+    last = doc["entrants"][-1]
+    assert last["name"] == str(models.untrained) and last["wins"] == 0
+    means = {e["name"]: e["judge_mean"] for e in doc["entrants"]}
+    assert means[str(models.untrained)] > max(means["ground_truth"], means[str(models.lm)])
+
+
 # ----------------------------------------------------------------------------- it refuses
 
 
