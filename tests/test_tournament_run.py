@@ -329,3 +329,16 @@ def test_the_shipped_tournament_file_is_valid():
     for e in doc.entrants:
         settings = entrant_sampler_settings(e.sampler, doc.sample, {}, seed=0, where=e.name)
         SampleConfig(**settings, num_samples=doc.settings.samples_per_model).validate()
+
+
+def test_a_judge_and_an_entrant_share_a_vocabulary_when_their_text_tokens_agree():
+    from mmengine.data.dataset import DataMeta
+    from mmengine.tournament_run import _same_vocabulary
+
+    def chars(text):
+        return DataMeta.for_vocab(len(text), tokenizer="char", tokenizer_config={"type": "char", "chars": list(text)})
+
+    unknown = DataMeta.for_vocab(3, tokenizer="unknown")  # a nanoGPT dir without meta.pkl: only the size is known
+    assert _same_vocabulary(chars("abc"), chars("abc")) and _same_vocabulary(chars("abc"), unknown)
+    assert not _same_vocabulary(chars("abc"), chars("abd"))  # same size, other characters
+    assert not _same_vocabulary(chars("abc"), chars("abcd"))
