@@ -87,3 +87,34 @@ def test_help_lists_the_tournament_the_sampler_and_the_run_settings(capsys):
                    "--tournament.out=", "--tournament.seed=", "--sample.temperature=", "--sample.remasking=",
                    "--data.dir=", "--train.eval_iters=", "--unmasking.objective=", "[[entrant]]"):
         assert option in text, option
+
+
+def test_training_md_evaluate_commands_name_real_options():
+    """Every python -m mmengine.evaluate command of docs/TRAINING.md parses: files that exist in the repository,
+    options of [tournament] / [sample] for a tournament, of the run config for one checkpoint."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from mmengine.config import Config, apply_overrides
+    from mmengine.evaluate import _asks_for_tournament, _route, split_args
+    from mmengine.tournament import read_tournament_file
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "TRAINING.md").read_text().replace("\\\n", " ")
+    commands = re.findall(r"-m mmengine\.evaluate\b([^`\n|#]*)", text)
+    assert len(commands) >= 4
+    tournaments = 0
+    for args in commands:
+        positional, options = split_args(shlex.split(args))
+        if any(p.endswith(".toml") for p in positional) or len(positional) > 1 or any(
+                _asks_for_tournament(k) for k, _ in options):
+            tournaments += 1
+            for path in positional:
+                if path.endswith(".toml"):
+                    read_tournament_file(root / path)
+            for key, _ in options:
+                _route(key)
+        elif options != [("help", None)]:
+            apply_overrides(Config(), [(k, v) for k, v in options])
+    assert tournaments >= 3
