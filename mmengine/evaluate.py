@@ -59,9 +59,8 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     )
     from mmengine.data.stream import check_mode_data, open_data, to_device
     from mmengine.distributed import pick_device
-    from mmengine.fingerprint import check_fingerprint
     from mmengine.modes import build_mode
-    from mmengine.upstream import prepare_for_data
+    from mmengine.upstream import ready_for_data
     from mmengine.upstream_run import is_foreign, run_settings
 
     ckpt = load_checkpoint(path)
@@ -95,8 +94,7 @@ def evaluate_checkpoint(path: str, overrides: list[str] | None = None, device: s
     # refused before the model is even built
     data = open_data(cfg)
     cls_id = cfg.transfer.cls_token_id if cfg.transfer.cls_token_id >= 0 else None
-    ckpt = prepare_for_data(ckpt, data.meta, cls_token_id=cls_id, source=str(path))
-    check_fingerprint(ckpt, data, f"cannot evaluate {path}")
+    ckpt = ready_for_data(ckpt, data, f"cannot evaluate {path}", cls_token_id=cls_id, source=str(path))
     mode = build_mode(cfg, data)
     check_mode_data(mode, cfg)
     model = model_from_checkpoint(ckpt, source=str(path)).to(device)

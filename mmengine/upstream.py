@@ -389,6 +389,19 @@ def _embedding_rows(checkpoint: dict) -> int | None:
     return None
 
 
+def ready_for_data(checkpoint: dict, data, what: str, *, cls_token_id: int | None = None, source: str | None = None) -> dict:
+    """:func:`prepare_for_data`, with an mmengine file's tokenizer fingerprint checked first (the clearer sentence).
+
+    ``data`` is the data's DataDir (or its DataMeta); ``what`` names the use in a refusal ("cannot evaluate X").
+    """
+    from mmengine.fingerprint import check_fingerprint
+
+    meta = getattr(data, "meta", data)
+    if recognise_format(checkpoint)[0] not in (FORMAT_EARLIER_TRAINER, FORMAT_NANOGPT) and not checkpoint.get("upstream"):
+        check_fingerprint(checkpoint, data, what)
+    return prepare_for_data(checkpoint, meta, cls_token_id=cls_token_id, source=source)
+
+
 def prepare_for_data(checkpoint: dict, meta, *, cls_token_id: int | None = None, source: str | None = None) -> dict:
     """``checkpoint`` made ready for a model that reads the data dir whose vocabulary is ``meta``.
 

@@ -36,11 +36,9 @@ def load_role_model(path, role: str, mode: str, device="cpu", meta=None):
     try:
         checkpoint = load_checkpoint(path)
         if meta is not None:
-            from mmengine.fingerprint import check_fingerprint
-            from mmengine.upstream import prepare_for_data
+            from mmengine.upstream import ready_for_data
 
-            checkpoint = prepare_for_data(checkpoint, meta, source=str(path))
-            check_fingerprint(checkpoint, meta, f"the {role} {path}")
+            checkpoint = ready_for_data(checkpoint, meta, f"the {role} {path}", source=str(path))
         model = model_from_checkpoint(checkpoint, source=str(path))
     except CheckpointError as exc:
         raise UserError(f"{role} checkpoint: {exc}") from None

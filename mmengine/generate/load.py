@@ -65,15 +65,14 @@ def load_for_inference(path, mode: str, *, data_dir: str | None = None, device="
     from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
 
     role = role or ROLES.get(mode, mode)
-    from mmengine.fingerprint import check_fingerprint
-    from mmengine.upstream import prepare_for_data
+    from mmengine.upstream import ready_for_data
 
     try:
         checkpoint = load_checkpoint(path)
         meta, tokenizer = data_of(checkpoint, path, data_dir)
         # another trainer's vocabulary mapped onto the data's; an mmengine file of another vocabulary refused
-        checkpoint = prepare_for_data(checkpoint, meta, cls_token_id=cls_token_id, source=str(path))
-        check_fingerprint(checkpoint, meta, f"cannot use {path} with this data")
+        checkpoint = ready_for_data(checkpoint, meta, f"cannot use {path} with this data", cls_token_id=cls_token_id,
+                                    source=str(path))
         model = model_from_checkpoint(checkpoint, source=str(path))
     except CheckpointError as exc:
         raise UserError(f"{role}: {exc}") from None
