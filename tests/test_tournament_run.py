@@ -216,6 +216,42 @@ def test_a_judge_that_learned_the_lms_mistakes_ranks_the_untrained_lm_last(model
     assert means[str(models.untrained)] > max(means["ground_truth"], means[str(models.lm)])
 
 
+@pytest.mark.slow
+def test_entrants_write_with_an_inspector_and_keep_a_scorers_best_of_n(models, tmp_path, capsys):
+    def run(name, *extra):
+        return train(load_config([f"--data.dir={models.data}", f"--run.out_dir={tmp_path / name}", *TINY,
+                                  f"--transfer.init_from_checkpoint={models.lm}", "--train.max_iters=5",
+                                  "--train.eval_interval=5", *extra])).checkpoint
+
+    inspector = run("inspector", "--train.training_type=remasking_binary")
+    scorer = run("scorer", "--train.training_type=sequence_scoring")
+    file = tmp_path / "t.toml"
+    file.write_text(f"""
+[sample]
+length = 16
+steps = 4
+remasking = "inspector"
+inspector = "{inspector}"
+
+[[entrant]]
+name = "inspector"
+checkpoint = "{models.lm}"
+
+[[entrant]]
+name = "inspector-best-of-3"
+checkpoint = "{models.lm}"
+sample = {{ best_of = 3, judge = "{scorer}" }}
+""")
+    code, _, err = cli(capsys, file, f"--judge={models.ar}", "--samples_per_model=3", "--bootstrap=20",
+                       f"--out={tmp_path / 'r'}")
+    assert code == 0, err
+    by_name = {e["name"]: e for e in results(tmp_path / "r")["entrants"]}
+    assert by_name["inspector-best-of-3"]["sampler"] == {"seed": 0, "length": 16, "steps": 4, "remasking": "inspector",
+                                                         "inspector": str(inspector), "best_of": 3,
+                                                         "judge": str(scorer)}
+    assert all(e["tokens_per_s"] > 0 and e["wins"] + e["draws"] + e["losses"] == 3 for e in by_name.values())
+
+
 # ----------------------------------------------------------------------------- it refuses
 
 
