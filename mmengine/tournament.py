@@ -1,14 +1,24 @@
-"""The tournament: entrants, judges, the match schedule, standings and the results files.
+"""The tournament: settings, entrants, the match schedule, standings and the results files.
 
-An **entrant** is an LM checkpoint plus its sampler settings. A run generates samples for every
-entrant, a **judge** scores every sample once, and entrants then meet in **matches**: round-robin
-over every pair, each side represented by one of its samples (:func:`schedule_matches` uses every
-sample of an entrant about equally often), and the judge's scores decide (:func:`play`: a draw when
-they differ by less than a margin). :func:`standings` turns the matches into Elo and Bradley-Terry
-ratings with bootstrap intervals (:mod:`mmengine.ratings`) plus per-entrant figures, and
-:func:`write_results` writes ``results.json``, ``report.md`` and ``ratings.png``.
+An **entrant** is an LM checkpoint plus its sampler settings (or, with ``ground_truth``, real
+validation text). A run (:mod:`mmengine.tournament_run`) generates samples for every entrant, a
+**judge** (:mod:`mmengine.judges`) scores every sample once, and entrants then meet in **matches**:
+round-robin over every pair, each side represented by one of its samples (:func:`schedule_matches`
+uses every sample of an entrant about equally often), and the judge's scores decide (:func:`play`:
+a draw when they differ by less than a margin). :func:`standings` turns the matches into Elo and
+Bradley-Terry ratings with bootstrap intervals (:mod:`mmengine.ratings`) plus per-entrant figures,
+and :func:`write_results` writes ``results.json``, ``report.md`` and ``ratings.png``.
 
-Entrants file (TOML), read by :func:`load_entrants`::
+Tournament file (TOML), read by :func:`read_tournament_file`: a ``[tournament]`` table
+(:class:`TournamentConfig`), a ``[sample]`` table of sampler settings shared by every entrant, and
+the entrants::
+
+    [tournament]
+    judge = "out-ar/ckpt.pt"
+    ground_truth = true
+
+    [sample]
+    length = 128
 
     [[entrant]]
     name = "mdlm-small"
@@ -22,12 +32,15 @@ Entrants file (TOML), read by :func:`load_entrants`::
     steps = 64
     temperature = 0.7
 
-The sampler settings stay a plain dict here; the sampler validates them when it is built.
+An entrant may also name the ``data_dir`` whose vocabulary its checkpoint uses (nanoGPT and
+earlier-trainer files store none). The sampler settings stay plain dicts here; the run validates
+them (as :class:`mmengine.generate.SampleConfig`) before it loads any model.
 
-Everything except :class:`PerplexityJudge` is numpy only; torch is imported when that judge scores.
+numpy only: no torch import (the judges import it when they score).
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import io
 import json
@@ -36,15 +49,18 @@ import math
 import os
 import secrets
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from mmengine import ratings
 from mmengine.errors import ConfigError, UserError
+from mmengine.judges import JUDGE_KINDS, Judge, PerplexityJudge  # Judge and PerplexityJudge are re-exported
+from mmengine.schema import check_value, option
 
 try:
     import tomllib
@@ -54,14 +70,19 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "GROUND_TRUTH",
     "Entrant",
     "Judge",
     "Match",
     "PerplexityJudge",
+    "TournamentConfig",
+    "TournamentFile",
     "format_standings",
+    "ground_truth_starts",
     "load_entrants",
     "play",
     "plot_ratings",
+    "read_tournament_file",
     "render_report",
     "results_document",
     "schedule_matches",
@@ -76,131 +97,82 @@ POINTS = {"a": 1.0, "draw": 0.5, "b": 0.0}
 
 
 # -----------------------------------------------------------------------------
-# Judges
+# Settings: the [tournament] table
+
+JUDGE_DIRECTIONS = ("auto", "higher", "lower")
+JUDGE_AGGREGATES = ("mean", "min", "max")
+#: The name of the entrant that stands for real text (``ground_truth = true``).
+GROUND_TRUTH = "ground_truth"
 
 
-@runtime_checkable
-class Judge(Protocol):
-    """Scores finished samples; one judge per tournament, named in the results.
+@dataclass
+class TournamentConfig:
+    """[tournament] rank generators by a judge: the judge, the matches, the outputs."""
 
-    ``score`` takes token-id lists (any lengths) and returns one finite float per sample;
-    ``higher_is_better`` says which way a match goes.
-    """
+    judge: str = option("", "Judge checkpoint: a sequence scorer, an autoregressive LM (generative perplexity) or "
+                            "any language model (self-confidence).")
+    judge_kind: str = option("auto", "'auto' (a sequence scorer judges as 'scorer', an autoregressive LM as "
+                                     "'perplexity', a masked-diffusion LM as 'self_confidence'), 'scorer', "
+                                     "'perplexity' (lower is better) or 'self_confidence' (mean log-probability "
+                                     "under the judge LM; higher is better).", choices=JUDGE_KINDS)
+    judge_direction: str = option("auto", "Scorer judges: is a high score good: 'auto' (as the scorer's checkpoint "
+                                          "records), 'higher' or 'lower'.", choices=JUDGE_DIRECTIONS)
+    judge_aggregate: str = option("mean", "Scorer judges: how the windows of a sample longer than the scorer's "
+                                          "context combine: 'mean', 'min' or 'max'.", choices=JUDGE_AGGREGATES)
+    ground_truth: bool = option(False, f"Add the entrant '{GROUND_TRUTH}': samples_per_model windows of real "
+                                       "validation text, each as long as the first entrant's samples.")
+    samples_per_model: int = option(16, "Samples each entrant generates (one batched, seeded sampler call).")
+    rounds: int = option(0, "Round-robin rounds (every pair meets once per round); 0 = enough for every sample to play "
+                            "about once: ceil(samples_per_model / (entrants - 1)).")
+    margin: float = option(0.0, "A match is a draw when the two judge scores differ by less than this (judge units).")
+    seed: int = option(0, "Seed of the samplers (unless an entrant's sample table sets its own seed), the ground-truth "
+                          "windows, the match schedule (and so the Elo order) and the bootstrap.")
+    bootstrap: int = option(1000, "Bootstrap resamples of the matches behind each Bradley-Terry interval.")
+    elbo: bool = option(True, "Also evaluate each masked-diffusion entrant's ELBO perplexity bound on its validation "
+                              "set (python -m mmengine.evaluate CKPT --unmasking.objective=continuous_time).")
+    data_dir: str = option("", "Data dir whose vocabulary, tokenizer and validation text the checkpoints use "
+                               "(default: the one each checkpoint stores; nanoGPT and earlier-trainer files store "
+                               "none).")
+    out: str = option("out/tournament", "Folder for results.json, report.md and ratings.png.")
+    device: str = option("auto", "'auto' (CUDA when there is one), 'cpu', 'cuda' or 'cuda:N'.")
+    progress: bool = option(True, "Progress bars over generation, judging and matches on stderr when it is a terminal.")
 
-    name: str
-    higher_is_better: bool
+    def validate(self) -> TournamentConfig:
+        """Raise ConfigError naming the first value that cannot work; returns self."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                value = getattr(self, f.name)
+                raise ConfigError(f"tournament.{f.name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                                  f"{_did_you_mean(str(value), list(choices))}.")
+        for name, low in (("samples_per_model", 1), ("rounds", 0), ("seed", 0), ("bootstrap", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"tournament.{name} must be at least {low}, got {getattr(self, name)}.")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ConfigError(f"tournament.margin must be a finite number >= 0, got {self.margin}.")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"tournament.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.")
+        if not self.out.strip():
+            raise ConfigError("tournament.out must name a folder for the results.")
+        return self
 
-    def score(self, samples: list[list[int]]) -> np.ndarray: ...
+
+def tournament_fields() -> dict[str, Any]:
+    """Field name -> type of the [tournament] table."""
+    return typing.get_type_hints(TournamentConfig)
 
 
-class PerplexityJudge:
-    """Generative perplexity under an autoregressive model (a causal :class:`mmengine.model.GPT`); lower is better.
-
-    The score of a sample ``x`` of length L is ``exp(-(1 / (L - 1)) * sum_{t=1}^{L-1} log p(x_t | context))``:
-    every token but the first is predicted (the first has no context, and these models have no
-    beginning-of-text token). A sample longer than the model's context ``C = block_size`` is cut
-    into windows ``[k * stride, k * stride + C)``; token t is scored once, in the first window that
-    holds it after its first position and after the end of the previous window, i.e. in window
-    ``k = max(0, ceil((t - C + 1) / stride))`` with context ``x[k * stride : t]``. So beyond the
-    first window every token sees at least ``C - stride`` tokens of context (default ``stride =
-    C // 2``; ``stride = C - 1`` is cheapest, 1 is the exact sliding window).
-
-    Windows of all samples are batched ``batch_size`` at a time (padded on the right, which a causal
-    model never looks at); log-probabilities are taken in float32. Samples need at least 2 tokens and
-    ids inside the judge's vocabulary (the judge must share the entrants' tokenizer).
-    """
-
-    higher_is_better = False
-
-    def __init__(self, ar_model, *, batch_size: int = 8, stride: int | None = None,
-                 name: str = "ar-perplexity", progress: bool = False):
-        config = getattr(ar_model, "config", None)
-        mode = getattr(getattr(config, "mode", None), "value", getattr(config, "mode", None))
-        if config is None or mode != "language_model" or getattr(config, "attention_type", None) != "causal":
-            raise UserError(
-                "the perplexity judge needs an autoregressive language model (a causal GPT trained with "
-                f"training_type 'autoregressive'); this one is a {mode} with "
-                f"{getattr(config, 'attention_type', 'unknown')} attention."
-            )
-        context = int(config.block_size)
-        if context < 2:
-            raise UserError(f"the perplexity judge needs a context of at least 2 tokens; block_size is {context}.")
-        stride = context // 2 if stride is None else stride
-        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= context - 1:
-            raise UserError(f"the perplexity judge's stride must be an integer in [1, {context - 1}], got {stride!r}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise UserError(f"the perplexity judge's batch_size must be a positive integer, got {batch_size!r}.")
-        self.model = ar_model
-        self.name = name
-        self.context = context
-        self.stride = stride
-        self.batch_size = batch_size
-        self.progress = progress
-
-    def windows(self, length: int) -> list[tuple[int, int, int]]:
-        """``(start, end, first)`` per window of a sample of ``length`` tokens: tokens ``first..end-1`` are scored.
-
-        Window k starts at ``k * stride``; it scores from the end of window k-1 (``(k-1) * stride + C``)
-        or from 1 for the first window, so every token 1..length-1 is scored exactly once.
-        """
-        C, S = self.context, self.stride
-        last = max(0, -(-(length - C) // S))  # ceil((length - C) / S): the window that reaches the end
-        return [(k * S, min(k * S + C, length), 1 if k == 0 else (k - 1) * S + C) for k in range(last + 1)]
-
-    def _check(self, samples) -> list[list[int]]:
-        vocab = int(self.model.config.vocab_size)
-        checked = []
-        for i, sample in enumerate(samples):
-            ids = np.asarray(sample)
-            if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-                raise UserError(f"sample {i} must be a list of token ids, got {sample!r:.60}.")
-            if ids.size < 2:
-                raise UserError(f"the perplexity judge needs samples of at least 2 tokens; sample {i} has {ids.size}.")
-            if ids.min() < 0 or ids.max() >= vocab:
-                bad = int(ids[(ids < 0) | (ids >= vocab)][0])
-                raise UserError(
-                    f"sample {i} holds token id {bad}, outside the judge's vocabulary of {vocab} ids; "
-                    "the judge must use the entrants' tokenizer."
-                )
-            checked.append(ids.astype(np.int64).tolist())
-        return checked
-
-    def score(self, samples: list[list[int]]) -> np.ndarray:
-        """Perplexity of each sample (float64 array, one per sample)."""
-        import torch
-        from tqdm import tqdm
-
-        samples = self._check(samples)
-        model = self.model
-        device = next(model.parameters()).device
-        jobs = [(s, *w) for s, ids in enumerate(samples) for w in self.windows(len(ids))]
-        nll = torch.zeros(len(samples), dtype=torch.float64)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for lo in tqdm(range(0, len(jobs), self.batch_size), desc=f"judge {self.name}", unit="batch",
-                               disable=not self.progress, file=sys.stderr):
-                    batch = jobs[lo:lo + self.batch_size]
-                    T = max(end - start for _, start, end, _ in batch)
-                    idx = torch.zeros(len(batch), T, dtype=torch.long)
-                    targets = torch.full((len(batch), T), -1, dtype=torch.long)
-                    for row, (s, start, end, first) in enumerate(batch):
-                        ids = samples[s]
-                        idx[row, :end - start] = torch.tensor(ids[start:end])
-                        # position p predicts token start + p + 1; score tokens first..end-1
-                        targets[row, first - start - 1:end - start - 1] = torch.tensor(ids[first:end])
-                    idx, targets = idx.to(device), targets.to(device)
-                    logits = model.lm_head(model.encode(idx)).float()  # (B, T, V)
-                    # log p(target) = logit[target] - logsumexp(logits), without a second (B, T, V) tensor
-                    picked = logits.gather(-1, targets.clamp(min=0)[..., None])[..., 0] - logits.logsumexp(dim=-1)
-                    window_ll = torch.where(targets >= 0, picked, 0.0).sum(dim=1).double().cpu()  # (B,)
-                    owners = torch.tensor([s for s, *_ in batch])
-                    nll.index_add_(0, owners, -window_ll)
-        finally:
-            model.train(was_training)
-        counts = torch.tensor([len(ids) - 1 for ids in samples], dtype=torch.float64)
-        return torch.exp(nll / counts).numpy()
+def set_tournament_value(cfg: TournamentConfig, name: str, value: Any, source: str) -> None:
+    """Set ``tournament.<name>`` from a TOML value; an unknown key or a wrong type raises ConfigError naming
+    ``source``."""
+    types = tournament_fields()
+    if name not in types:
+        raise ConfigError(f"{source}: unknown key 'tournament.{name}'"
+                          f"{_did_you_mean('tournament.' + name, ['tournament.' + n for n in types])}.")
+    try:
+        setattr(cfg, name, check_value(f"tournament.{name}", types[name], value))
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 # -----------------------------------------------------------------------------
@@ -210,6 +182,9 @@ class PerplexityJudge:
 @dataclass
 class Entrant:
     """One competitor: an LM checkpoint and its sampler settings, plus what a run fills in.
+
+    ``checkpoint`` is None for the ground-truth entrant (real validation text); ``data_dir`` names
+    the data whose vocabulary the checkpoint uses ("" = the one it stores, or the tournament's).
 
     Fields filled by a run:
         samples: the generated token-id lists.
@@ -221,8 +196,9 @@ class Entrant:
     """
 
     name: str
-    checkpoint: str
+    checkpoint: str | None
     sampler: dict = field(default_factory=dict)
+    data_dir: str = ""
     samples: list[list[int]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     judge_scores: np.ndarray | None = None
@@ -248,63 +224,127 @@ def unigram_entropy(samples: Sequence[Sequence[int]]) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-ENTRANT_KEYS = ("name", "checkpoint", "sample")
+ENTRANT_KEYS = ("name", "checkpoint", "sample", "data_dir")
+FILE_TABLES = ("tournament", "sample", "entrant")
 
 
-def load_entrants(path: str | Path) -> list[Entrant]:
-    """Read and validate an entrants file (see the module docstring); mistakes raise ConfigError in one sentence.
+@dataclass
+class TournamentFile:
+    """A tournament file read by :func:`read_tournament_file`.
 
-    Refused: a missing or malformed file, keys other than ``[[entrant]]`` tables with ``name``,
-    ``checkpoint`` and ``sample``, empty or non-string names and checkpoints, a ``sample`` that is
-    not a table, duplicate names, and fewer than two entrants.
+    Fields:
+        settings: the ``[tournament]`` table over the defaults (not yet validated as a whole:
+            command-line overrides may still change it).
+        sample: the ``[sample]`` table, sampler settings every entrant starts from.
+        entrants: the ``[[entrant]]`` tables in file order (possibly none).
+    """
+
+    settings: TournamentConfig
+    sample: dict
+    entrants: list[Entrant]
+
+
+def _read_toml(p: Path, what: str) -> dict:
+    if not p.is_file():
+        raise ConfigError(f"{what} '{p}' does not exist.")
+    try:
+        return tomllib.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} '{p}' is not UTF-8 text.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{what} '{p}' is not valid TOML: {e}.") from None
+
+
+def _entrant(table: dict, number: int, where: str) -> Entrant:
+    for key in table:
+        if key not in ENTRANT_KEYS:
+            raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, list(ENTRANT_KEYS))}; "
+                              f"valid keys are {', '.join(ENTRANT_KEYS)}.")
+    for key in ("name", "checkpoint"):
+        if key not in table:
+            raise ConfigError(f"{where}: {key} is missing.")
+        value = table[key]
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}.")
+    sample = table.get("sample", {})
+    if not isinstance(sample, dict):
+        raise ConfigError(f"{where}: sample must be a table of sampler settings, like sample = {{ steps = 64 }} "
+                          f"or an [entrant.sample] table, got {sample!r}.")
+    data_dir = table.get("data_dir", "")
+    if not isinstance(data_dir, str):
+        raise ConfigError(f"{where}: data_dir must be a string (a data dir path), got {data_dir!r}.")
+    return Entrant(name=table["name"], checkpoint=table["checkpoint"], sampler=sample, data_dir=data_dir)
+
+
+def read_tournament_file(path: str | Path, *, what: str = "tournament file") -> TournamentFile:
+    """Read a tournament file (see the module docstring); mistakes raise ConfigError in one sentence.
+
+    Refused: a missing or malformed file, top-level keys other than ``[tournament]``, ``[sample]``
+    and ``[[entrant]]``, unknown ``[tournament]`` keys and wrong types, entrant keys other than
+    ``name``, ``checkpoint``, ``sample`` and ``data_dir``, empty or non-string names and
+    checkpoints, a ``sample`` that is not a table, and duplicate names. ``what`` names the file in
+    messages.
     """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"entrants file '{p}' does not exist.")
-    try:
-        doc = tomllib.loads(p.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"entrants file '{p}' is not UTF-8 text.") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"entrants file '{p}' is not valid TOML: {e}.") from None
+    doc = _read_toml(p, what)
     for key in doc:
-        if key != "entrant":
-            raise ConfigError(f"entrants file '{p}': unknown top-level key '{key}'{_did_you_mean(key, ['entrant'])}; "
-                              "the file holds [[entrant]] tables with name, checkpoint and sample.")
-    tables = doc.get("entrant")
-    if tables is None:
-        raise ConfigError(f"entrants file '{p}' has no [[entrant]] tables.")
+        if key not in FILE_TABLES:
+            raise ConfigError(f"{what} '{p}': unknown top-level key '{key}'{_did_you_mean(key, list(FILE_TABLES))}; "
+                              "the file holds a [tournament] table, a [sample] table and [[entrant]] tables with name, "
+                              "checkpoint and sample.")
+    settings = TournamentConfig()
+    table = doc.get("tournament", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{what} '{p}': 'tournament' must be a table ([tournament]), got {table!r}.")
+    for name, value in table.items():
+        set_tournament_value(settings, name, value, f"{what} '{p}'")
+    sample = doc.get("sample", {})
+    if not isinstance(sample, dict):
+        raise ConfigError(f"{what} '{p}': 'sample' must be a table of sampler settings ([sample]), got {sample!r}.")
+    tables = doc.get("entrant", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigError(f"entrants file '{p}': 'entrant' must be an array of tables; start each entrant with [[entrant]].")
+        raise ConfigError(f"{what} '{p}': 'entrant' must be an array of tables; start each entrant with [[entrant]].")
     entrants: list[Entrant] = []
     seen: dict[str, int] = {}
     for number, table in enumerate(tables, start=1):
-        where = f"entrants file '{p}', entrant {number}"
+        where = f"{what} '{p}', entrant {number}"
         if isinstance(table.get("name"), str) and table["name"].strip():
             where += f" ('{table['name']}')"
-        for key in table:
-            if key not in ENTRANT_KEYS:
-                raise ConfigError(f"{where}: unknown key '{key}'{_did_you_mean(key, list(ENTRANT_KEYS))}; "
-                                  f"valid keys are {', '.join(ENTRANT_KEYS)}.")
-        for key in ("name", "checkpoint"):
-            if key not in table:
-                raise ConfigError(f"{where}: {key} is missing.")
-            value = table[key]
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{where}: {key} must be a non-empty string, got {value!r}.")
-        sample = table.get("sample", {})
-        if not isinstance(sample, dict):
-            raise ConfigError(f"{where}: sample must be a table of sampler settings, like sample = {{ steps = 64 }} "
-                              f"or an [entrant.sample] table, got {sample!r}.")
-        name = table["name"]
-        if name in seen:
-            raise ConfigError(f"entrants file '{p}': entrants {seen[name]} and {number} are both named '{name}'; "
-                              "names must be unique.")
-        seen[name] = number
-        entrants.append(Entrant(name=name, checkpoint=table["checkpoint"], sampler=sample))
-    if len(entrants) < 2:
-        raise ConfigError(f"entrants file '{p}' lists {len(entrants)} entrant; a tournament needs at least two.")
-    return entrants
+        entrant = _entrant(table, number, where)
+        if entrant.name in seen:
+            raise ConfigError(f"{what} '{p}': entrants {seen[entrant.name]} and {number} are both named "
+                              f"'{entrant.name}'; names must be unique.")
+        seen[entrant.name] = number
+        entrants.append(entrant)
+    return TournamentFile(settings=settings, sample=sample, entrants=entrants)
+
+
+def load_entrants(path: str | Path) -> list[Entrant]:
+    """The entrants of a tournament file that must list at least two (see :func:`read_tournament_file`).
+
+    Besides what :func:`read_tournament_file` refuses: a file without ``[[entrant]]`` tables and
+    one with a single entrant.
+    """
+    p = Path(path)
+    doc = read_tournament_file(p, what="entrants file")
+    if not doc.entrants:
+        raise ConfigError(f"entrants file '{p}' has no [[entrant]] tables.")
+    if len(doc.entrants) < 2:
+        raise ConfigError(f"entrants file '{p}' lists {len(doc.entrants)} entrant; a tournament needs at least two.")
+    return doc.entrants
+
+
+def ground_truth_starts(n_tokens: int, length: int, count: int, seed: int) -> np.ndarray:
+    """``count`` distinct window starts of ``length`` tokens in a split of ``n_tokens``, drawn with ``seed`` (sorted).
+
+    One sentence when the split holds fewer than ``count`` distinct windows.
+    """
+    positions = n_tokens - length + 1
+    if length < 1 or positions < count:
+        raise UserError(f"the validation split has {n_tokens} tokens, too few for {count} distinct ground-truth "
+                        f"windows of {length} tokens; lower tournament.samples_per_model or the sample length.")
+    rng = np.random.default_rng([int(seed), 0x67_74])  # a stream of its own: not the schedule's draws
+    return np.sort(rng.choice(positions, size=count, replace=False))
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
@@ -386,16 +426,22 @@ def _scores_of(entrant: Entrant, position: int) -> np.ndarray:
     return scores
 
 
-def play(entrants: Sequence[Entrant], schedule, *, margin: float, higher_is_better: bool) -> list[Match]:
+def play(entrants: Sequence[Entrant], schedule, *, margin: float, higher_is_better: bool,
+         progress: bool = False) -> list[Match]:
     """Decide each scheduled match ``(a, i, b, j)`` from the judge scores of the two samples.
 
     A draw when ``|score_a - score_b| < margin`` (and always when the scores are equal, also with
     margin 0); otherwise the side with the better score wins (higher or lower, per the judge).
+    ``progress`` shows a bar over the matches on stderr.
     """
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and margin >= 0):
         raise UserError(f"the draw margin must be a finite number >= 0, got {margin!r}.")
     scores = [_scores_of(e, k) for k, e in enumerate(entrants)]
     matches = []
+    if progress:
+        from tqdm import tqdm
+
+        schedule = tqdm(schedule, desc="matches", unit="match", file=sys.stderr, leave=False)
     for m, (a, i, b, j) in enumerate(schedule):
         for e, s in ((a, i), (b, j)):
             if not (0 <= e < len(entrants) and 0 <= s < len(scores[e])):
@@ -506,7 +552,8 @@ def _table_rows(rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
     for rank, r in enumerate(_by_rating(rows), start=1):
         lo, hi = r["bt_ci"]
         cells.append([
-            str(rank), r["name"], _fmt(r["bt"], ".0f"), f"[{_fmt(lo, '.0f')}, {_fmt(hi, '.0f')}]", _fmt(r["elo"], ".0f"),
+            str(rank), r["name"], _fmt(r["bt"], ".0f"), f"[{_fmt(lo, '.0f')}, {_fmt(hi, '.0f')}]",
+            _fmt(r["elo"], ".0f"),
             str(r["wins"]), str(r["draws"]), str(r["losses"]), _fmt(100.0 * r["win_rate"] if r["games"] else None),
             _fmt_score(r["judge_mean"]), _fmt_score(r["judge_min"]), _fmt_score(r["judge_max"]),
             _fmt(r["tokens_per_s"]), _fmt(r["entropy"], ".3f"), _fmt(r.get("elbo_ppl"), ".2f"),
@@ -554,7 +601,8 @@ def render_report(*, judge_name: str, standings: Sequence[dict], matches: Sequen
                   higher_is_better: bool | None = None, settings: dict | None = None) -> str:
     """report.md: the run's settings, the standings table, the entrants' settings, their top and worst samples."""
     rows = _by_rating(standings)
-    direction = "" if higher_is_better is None else (" (higher is better)" if higher_is_better else " (lower is better)")
+    direction = ("" if higher_is_better is None
+                 else " (higher is better)" if higher_is_better else " (lower is better)")
     draws = sum(m.result == "draw" for m in matches)
     out = ["# Tournament results", "",
            f"Judge: `{judge_name}`{direction}. {len(rows)} entrants, {len(matches)} matches ({draws} draws).", "",
@@ -568,7 +616,8 @@ def render_report(*, judge_name: str, standings: Sequence[dict], matches: Sequen
     out += ["## Standings", ""] + _md_table(header, cells) + [""]
     out += ["## Entrants", ""] + _md_table(
         ["entrant", "checkpoint", "sampler settings"],
-        [[r["name"], r["checkpoint"], json.dumps(_plain(r["sampler"]), sort_keys=True)] for r in rows],
+        [[r["name"], r["checkpoint"] or "(validation text)", json.dumps(_plain(r["sampler"]), sort_keys=True)]
+         for r in rows],
     ) + [""]
     out += ["## Samples", ""]
     for r in rows:
@@ -576,7 +625,8 @@ def render_report(*, judge_name: str, standings: Sequence[dict], matches: Sequen
         for title, key in (("Top", "top_samples"), ("Worst", "worst_samples")):
             out += [f"{title} {len(r[key])} by judge score:", ""]
             for rank, s in enumerate(r[key], start=1):
-                out += [f"{rank}. score {_fmt_score(s['score'])} (sample {s['sample']})", ""] + _fenced(s["text"]) + [""]
+                out += [f"{rank}. score {_fmt_score(s['score'])} (sample {s['sample']})", ""]
+                out += _fenced(s["text"]) + [""]
     return "\n".join(out)
 
 
@@ -683,7 +733,8 @@ def write_results(out_dir: str | Path, *, judge_name: str, standings: Sequence[d
     if png is not None:
         files["ratings.png"] = png
     elif (out / "ratings.png").exists():
-        logger.warning("matplotlib is not installed: ratings.png not written; the one in %s is from an earlier run", out)
+        logger.warning("matplotlib is not installed: ratings.png not written; the one in %s is from an earlier run",
+                       out)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, data in files.items():

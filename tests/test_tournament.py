@@ -462,3 +462,84 @@ def test_any_object_with_the_protocol_is_a_judge():
             return np.array([len(s) for s in samples], float)
 
     assert isinstance(Length(), Judge) and not isinstance(object(), Judge)
+
+
+# ----------------------------------------------------------------------------- tournament file and settings
+
+
+def test_read_tournament_file_with_settings_shared_sample_and_entrants(tmp_path):
+    from mmengine.tournament import TournamentConfig, read_tournament_file
+
+    path = tmp_path / "t.toml"
+    path.write_text('[tournament]\njudge = "j.pt"\nground_truth = true\nmargin = 1\n\n[sample]\nlength = 64\n\n'
+                    '[[entrant]]\nname = "a"\ncheckpoint = "a.pt"\ndata_dir = "data/nano"\n\n'
+                    '[[entrant]]\nname = "b"\ncheckpoint = "a.pt"\nsample = { temperature = 0.5 }\n')
+    doc = read_tournament_file(path)
+    assert doc.settings == TournamentConfig(judge="j.pt", ground_truth=True, margin=1.0)
+    assert isinstance(doc.settings.margin, float) and doc.sample == {"length": 64}
+    assert [(e.name, e.checkpoint, e.sampler, e.data_dir) for e in doc.entrants] == [
+        ("a", "a.pt", {}, "data/nano"), ("b", "a.pt", {"temperature": 0.5}, "")]
+    only_settings = tmp_path / "s.toml"
+    only_settings.write_text('[tournament]\nsamples_per_model = 4\n')
+    assert read_tournament_file(only_settings).entrants == []  # the entrants may come from the command line
+
+
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ('[tournament]\njudg = "j.pt"\n', r"unknown key 'tournament.judg' \(did you mean 'tournament.judge'\?\)"),
+        ('[tournament]\nsamples_per_model = "many"\n', "tournament.samples_per_model must be an integer"),
+        ('[tournament]\nground_truth = 1\n', "tournament.ground_truth must be true or false"),
+        ('tournament = 3\n', r"'tournament' must be a table \(\[tournament\]\)"),
+        ('sample = 3\n', r"'sample' must be a table of sampler settings"),
+        ('[[entrant]]\nname = "a"\ncheckpoint = "a.pt"\ndata_dir = 3\n', "data_dir must be a string"),
+        ('[touranment]\n', r"unknown top-level key 'touranment' \(did you mean 'tournament'\?\)"),
+    ],
+)
+def test_read_tournament_file_errors(tmp_path, text, msg):
+    from mmengine.tournament import read_tournament_file
+
+    path = tmp_path / "t.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=msg) as info:
+        read_tournament_file(path)
+    assert "\n" not in str(info.value) and "tournament file" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "changes, msg",
+    [
+        ({"samples_per_model": 0}, "samples_per_model must be at least 1"),
+        ({"rounds": -1}, "rounds must be at least 0"),
+        ({"seed": -1}, "seed must be at least 0"),
+        ({"bootstrap": 0}, "bootstrap must be at least 1"),
+        ({"margin": -0.5}, "margin must be a finite number >= 0"),
+        ({"margin": float("inf")}, "margin must be a finite number >= 0"),
+        ({"judge_kind": "perplexty"}, r"judge_kind must be one of .* \(did you mean 'perplexity'\?\)"),
+        ({"device": "gpu"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ({"out": " "}, "out must name a folder"),
+    ],
+)
+def test_tournament_settings_are_validated(changes, msg):
+    import dataclasses
+
+    from mmengine.tournament import TournamentConfig
+
+    assert TournamentConfig().validate() == TournamentConfig()
+    with pytest.raises(ConfigError, match=msg):
+        dataclasses.replace(TournamentConfig(), **changes).validate()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), length=st.integers(1, 40), count=st.integers(1, 30), seed=st.integers(0, 2**31))
+def test_ground_truth_starts_are_distinct_seeded_windows_inside_the_split(n, length, count, seed):
+    from mmengine.tournament import ground_truth_starts
+
+    if n - length + 1 < count:
+        with pytest.raises(UserError, match=f"too few for {count} distinct ground-truth windows of {length} tokens"):
+            ground_truth_starts(n, length, count, seed)
+        return
+    starts = ground_truth_starts(n, length, count, seed)
+    assert len(starts) == count == len(set(starts.tolist())) and list(starts) == sorted(starts)
+    assert starts.min() >= 0 and starts.max() + length <= n
+    assert np.array_equal(starts, ground_truth_starts(n, length, count, seed))
