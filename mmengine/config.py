@@ -324,7 +324,7 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"config file '{p}' is not valid TOML: {msg}.") from None
 
 
-def _open_brackets(text: str) -> int:
+def open_brackets(text: str) -> int:
     """Opening minus closing brackets and braces outside quoted strings."""
     depth, quote = 0, None
     for ch in text:
@@ -358,7 +358,7 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, list[tuple[str, str 
             else:
                 key, raw = body, None
             # an unquoted list of tables arrives split at its spaces: join the words until it closes
-            while raw is not None and _open_brackets(raw) > 0 and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            while raw is not None and open_brackets(raw) > 0 and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 raw += " " + argv[i + 1]
                 i += 1
             overrides.append((key.replace("-", "_"), raw))

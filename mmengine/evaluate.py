@@ -29,10 +29,10 @@ from mmengine.config import (
     TABLES,
     Config,
     ConfigError,
-    _open_brackets,  # how parse_args joins an unquoted TOML list split by the shell
     apply_dict,
     apply_overrides,
     cli_entry,
+    open_brackets,  # how parse_args joins an unquoted TOML list split by the shell
     parse_args,
     table_help,
     validate,
@@ -188,7 +188,7 @@ def split_args(argv: list[str]) -> tuple[list[str], list[tuple[str, str | None]]
                 value = nxt
                 i += 1
         # an unquoted TOML list or table arrives split at its spaces: join the words until it closes
-        while value is not None and _open_brackets(value) > 0 and i + 1 < len(argv) and argv[i + 1][:2] != "--":
+        while value is not None and open_brackets(value) > 0 and i + 1 < len(argv) and argv[i + 1][:2] != "--":
             value += " " + argv[i + 1]
             i += 1
         options.append((key, value))
