@@ -194,7 +194,6 @@ class LMSampler:
         import torch
 
         from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
-
         from mmengine.upstream import prepare_for_data
 
         ckpt = prepare_for_data(load_checkpoint(path), meta, source=str(path))  # another trainer's vocabulary: mapped
