@@ -412,9 +412,11 @@ def _check_inputs(q, k, v, cos, sin, lengths):
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"rope_attention needs q, k, v all fp16, bf16 or fp32, got {q.dtype}, {k.dtype}, {v.dtype}.")
     if cos.shape != (T, D) or sin.shape != (T, D):
-        raise ValueError(f"rope_attention needs cos and sin of shape (T, D) = ({T}, {D}), got {tuple(cos.shape)}, {tuple(sin.shape)}.")
+        raise ValueError(f"rope_attention needs cos and sin of shape (T, D) = ({T}, {D}), "
+                         f"got {tuple(cos.shape)}, {tuple(sin.shape)}.")
     if lengths is not None and (lengths.shape != (B,) or lengths.dtype.is_floating_point):
-        raise ValueError(f"rope_attention needs integer lengths of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}.")
+        raise ValueError(f"rope_attention needs integer lengths of shape ({B},), "
+                         f"got {lengths.dtype} {tuple(lengths.shape)}.")
 
 
 def _last_dim_contiguous(x):

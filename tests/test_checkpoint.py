@@ -169,7 +169,8 @@ def _corrupt_middle(path, good):
 BAD_FILES = [
     ("empty.pt", lambda p, good: p.write_bytes(b""), "is empty"),
     ("notes.pt", lambda p, good: p.write_text("hello, not a checkpoint\n"), "cannot be read"),
-    ("archive.pt", lambda p, good: _zip_of_text(p), "cannot be read; it is truncated, corrupt or not a torch checkpoint"),
+    ("archive.pt", lambda p, good: _zip_of_text(p), "cannot be read; it is truncated, "
+                                                    "corrupt or not a torch checkpoint"),
     ("corrupt.pt", _corrupt_middle, "is corrupt: the bytes of its record .* do not match the checksum"),
     ("unsafe.pt", lambda p, good: torch.save({"model": {}, "thing": Foreign()}, p),
      "holds objects other than tensors.*Foreign"),

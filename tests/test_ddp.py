@@ -23,7 +23,8 @@ def argv(data_dir, out_dir, *extra):
             "--model.n_head=2", "--data.block_size=32", "--data.batch_size=4", "--train.eval_iters=2",
             "--train.log_interval=1", "--train.eval_interval=3", "--optim.warmup_iters=2", "--optim.lr_decay_iters=9",
             "--log.sample_tokens=0", "--log.progress=false", "--unmasking.val_loss_stale_count=1",
-            "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, {type=\"random\", max_masked_ratio=0.9}]", *extra]
+            "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, "
+            "{type=\"random\", max_masked_ratio=0.9}]", *extra]
 
 
 def test_ranks_draw_disjoint_windows(data_dir):

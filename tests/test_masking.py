@@ -43,7 +43,8 @@ def test_from_dict_defaults_and_roundtrip():
 @pytest.mark.parametrize(
     "d, exc, msg",
     [
-        ({"type": "random", "max_mask_ratio": 0.5}, ValueError, r"unknown masking stage key.*max_mask_ratio.*valid keys"),
+        ({"type": "random", "max_mask_ratio": 0.5}, ValueError, r"unknown masking stage key.*max_mask_ratio.*valid "
+                                                                r"keys"),
         ({"type": "blocky"}, ValueError, "must be one of random, sticky, span"),
         ({"type": 3}, TypeError, "type must be a string"),
         ({"type": "random", "max_masked_ratio": 0.0}, ValueError, r"max_masked_ratio must be in \(0, 1\]"),

@@ -209,7 +209,8 @@ def test_autoregressive_loss_is_next_token_cross_entropy_and_ppl_is_exact(data_d
 
 
 def test_unmasking_metrics_per_stage_and_bound(data_dir):
-    cfg, spec = spec_for(data_dir, "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, {type=\"random\", max_masked_ratio=0.9}]")
+    cfg, spec = spec_for(data_dir, "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, "
+                                   "{type=\"random\", max_masked_ratio=0.9}]")
     out = spec.metrics([("stage0", None, 1.0), ("stage0", None, 3.0), ("stage1", None, 4.0)])
     assert out["loss_stage0"] == 2.0 and out["loss_stage1"] == 4.0 and out["loss"] == 3.0 and out["stage"] == 0
     cfg, spec = spec_for(data_dir, "--unmasking.objective=continuous_time")

@@ -264,7 +264,7 @@ def test_force_replaces_only_a_data_dir(tmp_path, files, shown):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).mkdir() if text is None else (out / name).write_text(text)
     before = _snapshot(tmp_path)
-    with pytest.raises(PrepareError, match=rf"--force replaces only a data dir or an empty folder, and .*out is neither "
+    with pytest.raises(PrepareError, match=r"--force replaces only a data dir or an empty folder, and .*out is neither "
                        rf"\({shown}\); nothing was deleted"):
         prepare_text([src], out, force=True)
     assert _snapshot(tmp_path) == before  # no temp dir left either

@@ -19,8 +19,8 @@ from mmengine.modes.unmasking import RECIPE_KEY, smoothed_token_loss, wrong_answ
 from mmengine.train import train
 from mmengine.transfer import model_config
 
-STAGES3 = ("--unmasking.stages=[{type=\"sticky\", target_masked_ratio=0.25}, {type=\"sticky\", target_masked_ratio=0.5}, "
-           "{type=\"sticky\", target_masked_ratio=0.75}]")
+STAGES3 = ("--unmasking.stages=[{type=\"sticky\", target_masked_ratio=0.25}, {type=\"sticky\", "
+           "target_masked_ratio=0.5}, {type=\"sticky\", target_masked_ratio=0.75}]")
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +289,8 @@ class FillWith:
 
 RECON = ["--training_type=sequence_scoring", "--sequence_scoring.score_source=reconstruction",
          "--sequence_scoring.unmasking_model_checkpoint=lm.pt",
-         "--sequence_scoring.stages=[{type=\"sticky\", target_masked_ratio=0.25}, {type=\"sticky\", target_masked_ratio=0.5}]"]
+         "--sequence_scoring.stages=[{type=\"sticky\", target_masked_ratio=0.25}, {type=\"sticky\", "
+         "target_masked_ratio=0.5}]"]
 
 
 @pytest.mark.parametrize("label", ["rewritten", "wrong"])

@@ -56,10 +56,12 @@ def records(out_dir):
 def test_unmasking_learns_and_writes_outputs(data_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="mmengine")
     res = run(data_dir, tmp_path, "--train.max_iters=30", "--train.eval_interval=15",
-              "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.5}, {type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}]",
+              "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.5}, {type=\"sticky\", "
+              "target_masked_ratio=0.4, p1=0.1, p2=0.6}]",
               "--unmasking.val_loss_stale_count=1")
     console = [r.getMessage() for r in caplog.records if r.name == "mmengine.train"]
-    assert re.search(r"iter +30 \| loss [\d.]+ \| lr [\d.e+-]+ \| +\d+ tok/s \| .* ms/it \| MFU [\d.]+%", "\n".join(console))
+    assert re.search(r"iter +30 \| loss [\d.]+ \| lr [\d.e+-]+ \| +\d+ tok/s \| .* ms/it \| MFU "
+                     r"[\d.]+%", "\n".join(console))
     assert any(line.startswith("iter    30 | val loss") for line in console)
     assert res.iter_num == 30 and falls(res.train_losses)
     assert (tmp_path / "ckpt.pt").is_file() and (tmp_path / "best.pt").is_file()
@@ -116,7 +118,8 @@ def test_token_classification_from_corruption_learns(data_dir, tmp_path):
 def test_token_classification_with_lm_corruption(data_dir, tmp_path, tiny_lm):
     res = run(data_dir, tmp_path, "--train.training_type=token_classification", "--train.max_iters=20",
               "--train.eval_interval=20", f"--token_classification.lm_checkpoint={tiny_lm}",
-              "--token_classification.corruption=[{type=\"random\", rate=0.1}, {type=\"lm\", rate=0.2, rate_start=0.05, ramp_iters=10}]")
+              "--token_classification.corruption=[{type=\"random\", rate=0.1}, {type=\"lm\", rate=0.2, "
+              "rate_start=0.05, ramp_iters=10}]")
     assert falls(res.train_losses)
     assert sum(res.val[-1]["confusion"][2]) > 0  # LM-replaced tokens are in the validation set
 
@@ -323,7 +326,8 @@ def test_optional_outputs_not_installed_warn_once_each(data_dir, tmp_path, caplo
               "--log.plots=true", "--log.tensorboard=true", "--log.wandb=true")
     assert res.iter_num == 3 and all(math.isfinite(v) for v in res.train_losses.values())
     for package in ("matplotlib", "tensorboard", "wandb"):
-        assert sum(package in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records) == 1, package
+        assert sum(package in r.getMessage() and "not "
+                                                 "installed" in r.getMessage() for r in caplog.records) == 1, package
 
 
 def test_plots_at_each_evaluation(data_dir, tmp_path, monkeypatch):

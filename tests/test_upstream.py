@@ -192,7 +192,8 @@ def test_scorer_without_a_recorded_cls_needs_cls_token_id(meta):
     ck = load_upstream_checkpoint(FIXTURES / SCORER)
     ck["model_args"]["cls_token_id"] = None
     ck["upstream"]["vocabulary"]["cls"] = None
-    with pytest.raises(CheckpointError, match=r"sequence scorer that records no \[CLS\] id; pass --cls_token_id .*used 70"):
+    with pytest.raises(CheckpointError, match=r"sequence scorer that records no \[CLS\] id; "
+                                              r"pass --cls_token_id .*used 70"):
         map_vocabulary(ck, meta)
     # the wrong row gives another score: the choice matters and is not guessed
     ids = expected(SCORER)["input"].clone()

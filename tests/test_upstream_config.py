@@ -120,9 +120,9 @@ def test_scorer_config_carries_the_transfer_and_the_reconstruction_lm():
 
 def test_a_scorer_without_use_all_stages_keeps_stage_0_and_lm_recipes_are_listed(tmp_path):
     path = tmp_path / "scorer.py"
-    path.write_text("training_type = 'sequence_scoring'\nunmasking_model_checkpoint = 'lm.pt'\nuncertainty_factor = 0.1\n"
-                    "unmasking_stages = [{'type': 'random', 'max_masked_ratio': 0.3, 'val_loss_stale_count': 2}, "
-                    "{'type': 'span', 'spans_count': 2, 'val_loss_stale_count': 2}]\n")
+    path.write_text("training_type = 'sequence_scoring'\nunmasking_model_checkpoint = "
+                    "'lm.pt'\nuncertainty_factor = 0.1\nunmasking_stages = [{'type': 'random', 'max_masked_ratio': "
+                    "0.3, 'val_loss_stale_count': 2}, {'type': 'span', 'spans_count': 2, 'val_loss_stale_count': 2}]\n")
     tables, notes = convert_config(path)
     assert tables["sequence_scoring"]["stages"] == [{"type": "random", "max_masked_ratio": 0.3}]
     assert any("stage 0 only" in r for r in notes.remarks)

@@ -124,7 +124,8 @@ def test_prepare_for_data_maps_foreign_files_and_refuses_other_vocabularies(tmp_
 # --- transfer ------------------------------------------------------------------------------------------
 
 @needs_fixtures
-@pytest.mark.parametrize("source, training_type", [(LM, "sequence_scoring"), (SCORER, "unmasking"), (BINARY, "unmasking")])
+@pytest.mark.parametrize("source, "
+                         "training_type", [(LM, "sequence_scoring"), (SCORER, "unmasking"), (BINARY, "unmasking")])
 def test_transfer_from_an_earlier_trainer_file_into_a_nanogpt_data_dir(source, training_type, nanogpt_char_dir, meta, tmp_path):
     """Before: "its vocabulary (80) is larger than the model's (69)"."""
     cfg = load_config([f"--data.dir={nanogpt_char_dir}", f"--train.training_type={training_type}", "--data.block_size=48",
