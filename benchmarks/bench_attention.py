@@ -172,8 +172,8 @@ def test_attention(benchmark, impl, pass_, T, D):
 def summarize(path: str) -> str:
     """Markdown table from a --benchmark-json file: median ms, TFLOP/s and peak MB per case."""
     data = json.load(open(path))
-    lines = ["| impl | pass | T | D | median ms | TFLOP/s | peak MB "
-             "|", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| impl | pass | T | D | median ms | TFLOP/s | peak MB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for bench in sorted(data["benchmarks"], key=lambda b: (b["extra_info"]["pass_"], b["extra_info"]["T"],
                                                             b["extra_info"]["D"], b["extra_info"]["impl"])):
         info, median = bench["extra_info"], bench["stats"]["median"]

@@ -211,8 +211,8 @@ def format_table(rows: list[ResourceUsage]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Compile every kernel configuration for sm_80/sm_90 and print "
-                                                 "resources.")
+    parser = argparse.ArgumentParser(description="Compile every kernel configuration for sm_80/sm_90 "
+                                                 "and print resources.")
     parser.add_argument("--arch", type=int, action="append", choices=sorted(SHARED_LIMIT), help="default: 80 and 90")
     parser.add_argument("--jobs", type=int, default=None, help="compile processes (default: CPU count)")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")

@@ -381,8 +381,8 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, list[tuple[str, str 
         elif path is None:
             path = arg
         else:
-            raise ConfigError(f"unexpected argument '{arg}'; give at most one config file, then --table.key=value "
-                              "overrides.")
+            raise ConfigError(f"unexpected argument '{arg}'; give at most one config file, "
+                              "then --table.key=value overrides.")
         i += 1
     return path, overrides
 

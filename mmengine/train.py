@@ -427,8 +427,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.progress.rollbacks += 1
         self.progress.iter_num += 1
-        logger.warning("loss became %s at iteration %d: rolled back to the weights of iteration %d and skipping the "
-                       "batch",
+        logger.warning("loss became %s at iteration %d: rolled back to the weights of iteration %d "
+                       "and skipping the batch",
                        shown, it + 1, int(ckpt.get("iter_num", 0)))
 
     # ---- the loop ----
@@ -582,8 +582,8 @@ class Trainer:
             self.progress.best_val_loss = metrics["loss"]
         if self.main:
             extra = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "loss" and isinstance(v, float))
-            logger.info("iter %5d | val loss "
-                        "%.4f%s%s", self.progress.iter_num, metrics["loss"], f" | {extra}" if extra else "",
+            logger.info("iter %5d | val loss %.4f%s%s",
+                        self.progress.iter_num, metrics["loss"], f" | {extra}" if extra else "",
                         " (best)" if improved else "")
             if "confusion" in metrics:
                 logger.info("confusion (rows: true class, columns: predicted): %s", metrics["confusion"])

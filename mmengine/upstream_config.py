@@ -232,8 +232,8 @@ class _Converter:
         table, _, key = dotted.partition(".")
         self.tables.setdefault(table, {})[key] = value
 
-    def stages(self, name: str, stages: Any, keep_stale: bool, why: str = "validation stages never "
-                                                                          "advance") -> list[dict] | None:
+    def stages(self, name: str, stages: Any, keep_stale: bool,
+               why: str = "validation stages never advance") -> list[dict] | None:
         """The earlier trainer's stage dicts renamed to mmengine's stage keys (keys it never had listed)."""
         if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
             self.notes.unconvertible.append(f"{name} is not a list of stage dicts")
@@ -321,8 +321,8 @@ class _Converter:
         if kind not in _RECIPE_READERS:
             if "use_all_stages_for_training" in v and kind not in _STAGE_CONVERTERS:
                 present.append("use_all_stages_for_training")
-            self.notes.ignored += [f"{key} (a recipe of the language model; "
-                                   f"training_type is {kind!r})" for key in present]
+            self.notes.ignored += [f"{key} (a recipe of the language model; training_type is {kind!r})"
+                                   for key in present]
             return
         for key in present:
             self.put(f"unmasking.{key}", v[key], key)
@@ -381,8 +381,8 @@ class _Converter:
                                  why="a scorer has no curriculum")
             if stages:
                 if not v.get("use_all_stages_for_training") and len(stages) > 1:
-                    self.notes.remarks.append("use_all_stages_for_training is not set, so its scorer masked with stage "
-                                              f"0 only: sequence_scoring.stages keeps that one of {len(stages)}")
+                    self.notes.remarks.append("use_all_stages_for_training is not set, so its scorer masked with "
+                                              f"stage 0 only: sequence_scoring.stages keeps that one of {len(stages)}")
                     stages = stages[:1]
                 self.put_stages("sequence_scoring.stages", stages, "unmasking_stages")
         if "validation_stages" in v:

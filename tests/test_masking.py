@@ -43,8 +43,8 @@ def test_from_dict_defaults_and_roundtrip():
 @pytest.mark.parametrize(
     "d, exc, msg",
     [
-        ({"type": "random", "max_mask_ratio": 0.5}, ValueError, r"unknown masking stage key.*max_mask_ratio.*valid "
-                                                                r"keys"),
+        ({"type": "random", "max_mask_ratio": 0.5}, ValueError,
+         r"unknown masking stage key.*max_mask_ratio.*valid keys"),
         ({"type": "blocky"}, ValueError, "must be one of random, sticky, span"),
         ({"type": 3}, TypeError, "type must be a string"),
         ({"type": "random", "max_masked_ratio": 0.0}, ValueError, r"max_masked_ratio must be in \(0, 1\]"),
@@ -280,7 +280,8 @@ def test_continuous_time_offsets_fill_strata_across_steps():
     # With step given, the offset inside the strata follows the golden-ratio sequence: 100
     # consecutive batches leave no gap much wider than 1/100 (i.i.d. offsets leave ~5/100).
     B, eps, n = 8, 1e-3, 100
-    offsets = np.sort([(continuous_time_mask((B, 1), rng(0), eps=eps, step=k)[1][0] - eps) / (1 - eps) * B for k in range(n)])
+    offsets = np.sort([(continuous_time_mask((B, 1), rng(0), eps=eps, step=k)[1][0] - eps) / (1 - eps) * B
+                       for k in range(n)])
     assert np.diff(np.concatenate([offsets, [offsets[0] + 1]])).max() < 3.0 / n
 
 
@@ -460,7 +461,8 @@ def test_mixed_batches_split_rows_evenly_remainder_first(B, n):
 
 
 def test_mixed_mask_rows_follow_their_stage_and_the_order_is_shuffled():
-    stages = [MaskingStage(type="sticky", target_masked_ratio=0.25), MaskingStage(type="sticky", target_masked_ratio=0.75)]
+    stages = [MaskingStage(type="sticky", target_masked_ratio=0.25),
+              MaskingStage(type="sticky", target_masked_ratio=0.75)]
     orders = set()
     for seed in range(20):
         mask, stage = make_mixed_mask(stages, (6, 40), rng(seed))

@@ -128,7 +128,8 @@ def test_each_spec_checks_its_own_settings(argv, fragment):
 
 
 def test_attention_auto_is_what_the_mode_needs(data_dir):
-    for tt, want in [("unmasking", "bidirectional"), ("autoregressive", "causal"), ("sequence_scoring", "bidirectional")]:
+    for tt, want in [("unmasking", "bidirectional"), ("autoregressive", "causal"),
+                     ("sequence_scoring", "bidirectional")]:
         cfg, spec = spec_for(data_dir, f"--training_type={tt}")
         assert cfg.model.attention_type == "auto" and model_config(cfg, spec, spec.meta).attention_type == want
     cfg, spec = spec_for(data_dir, "--model.attention_type=causal")  # a causal masked LM stays possible

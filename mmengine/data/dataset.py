@@ -390,8 +390,8 @@ class DataDir:
             return None
         lab = self._memmap(f"{split}_labels.bin", self.meta.label_dtype or "int16")
         if len(lab) != len(self.tokens(split)):
-            raise DataError(f"{split}_labels.bin in {self.path} has {len(lab)} labels for {len(self.tokens(split))} "
-                            "tokens")
+            raise DataError(f"{split}_labels.bin in {self.path} has {len(lab)} labels "
+                            f"for {len(self.tokens(split))} tokens")
         return lab
 
     def documents(self, split: str):

@@ -125,8 +125,8 @@ class MaskingStage:
         if isinstance(d, MaskingStage):
             return d
         if not isinstance(d, dict):
-            raise TypeError("a masking stage must be a table like {type = \"random\", "
-                            f"max_masked_ratio = 0.5}}, got {d!r}")
+            raise TypeError(f"a masking stage must be a table like {{type = \"random\", max_masked_ratio = 0.5}}, "
+                            f"got {d!r}")
         d = dict(d)
         for alias, name in _EARLIER_STAGE_KEYS.items():
             if alias in d:

@@ -193,8 +193,8 @@ class SequenceScoringMode(ModeSpec):
 
     def describe(self):
         what = {"synthetic": "synthetic scores (fraction corrupted)", "documents": "document scores",
-                "reconstruction": f"reconstruction scores (share {self.cfg.sequence_scoring.reconstruction_label} by a "
-                                  "frozen LM)"}
+                "reconstruction": f"reconstruction scores (share {self.cfg.sequence_scoring.reconstruction_label} "
+                                  "by a frozen LM)"}
         return "sequence scoring, " + what[self.source]
 
 

@@ -152,8 +152,8 @@ class TokenClassificationMode(ModeSpec):
         if self.from_labels:
             y = self._labels(split, idx)
             if y.size and y.max() >= self.num_classes:
-                raise UserError(f"the {split} label file holds class {int(y.max())} but the run has {self.num_classes} "
-                                "classes.")
+                raise UserError(f"the {split} label file holds class {int(y.max())} "
+                                f"but the run has {self.num_classes} classes.")
             return {"x": x, "y": y}
         xc, y = self.corruptor.corrupt(x, rng, iteration)
         return {"x": np.asarray(xc, dtype=np.int64), "y": np.asarray(y, dtype=np.int64)}

@@ -68,8 +68,8 @@ class UnmaskingConfig:
                                choices=("current", "up_to_current", "all"))
     uncertainty_factor: float = option(0.0, "Label smoothing of the training loss: the true token gets 1 - u, "
                                             "the other text ids share u; special ids get nothing (0 = off).")
-    weight_loss_by_mask_ratio: bool = option(False, "Multiply the training loss by sqrt(1 / masked share of the "
-                                                    "batch).")
+    weight_loss_by_mask_ratio: bool = option(False, "Multiply the training loss by "
+                                                    "sqrt(1 / masked share of the batch).")
     enable_entropy_penalty: bool = option(False, "Multiply the training loss by 1 + lambda(t) (Hmax - H_wrong) / Hmax, "
                                                  "H_wrong the entropy of the predicted distribution over the wrong "
                                                  "tokens (concentrated wrong answers cost more), "
@@ -103,8 +103,8 @@ class UnmaskingMode(ModeSpec):
         if not 0 <= u.uncertainty_factor < 1:
             raise ConfigError(f"unmasking.uncertainty_factor must be in [0, 1), got {u.uncertainty_factor}.")
         if u.max_entropy_penalty < 0 or u.entropy_penalty_start_iter < 0:
-            raise ConfigError("unmasking.max_entropy_penalty and unmasking.entropy_penalty_start_iter must not be "
-                              "negative.")
+            raise ConfigError("unmasking.max_entropy_penalty and unmasking.entropy_penalty_start_iter "
+                              "must not be negative.")
         if u.enable_entropy_penalty and u.entropy_penalty_start_iter >= cfg.train.max_iters:
             raise ConfigError(f"unmasking.entropy_penalty_start_iter ({u.entropy_penalty_start_iter}) is not before "
                               f"train.max_iters ({cfg.train.max_iters}), so the entropy penalty would never apply.")
