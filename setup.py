@@ -28,7 +28,8 @@ def refuse_openmmlab_mmengine() -> None:
     spec.loader.exec_module(distribution)
     site = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
     found = [f"{name} {version} at {info}" for name, version, info in distribution.foreign_distributions(site)]
-    found += [f"its files at {Path(s) / 'mmengine' / d}" for s in site for d in distribution.openmmlab_files(Path(s) / "mmengine")]
+    found += [f"its files at {Path(s) / 'mmengine' / d}"
+              for s in site for d in distribution.openmmlab_files(Path(s) / "mmengine")]
     if found:
         sys.exit(
             f"error: this environment holds OpenMMLab's mmengine ({found[0]}), which installs the same import package "

@@ -90,7 +90,8 @@ def triton_skip_reason() -> str | None:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return "TRITON_INTERPRET is set: the interpreter is a correctness tool, not a performance path"
     if not CUDA:
-        return "no CUDA device: the Triton kernels are timed on GPUs only (the CPU interpreter is not a performance path)"
+        return ("no CUDA device: the Triton kernels are timed on GPUs only "
+                "(the CPU interpreter is not a performance path)")
     from mmengine.kernels import triton_available
 
     if not triton_available():
@@ -171,7 +172,8 @@ def test_attention(benchmark, impl, pass_, T, D):
 def summarize(path: str) -> str:
     """Markdown table from a --benchmark-json file: median ms, TFLOP/s and peak MB per case."""
     data = json.load(open(path))
-    lines = ["| impl | pass | T | D | median ms | TFLOP/s | peak MB |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| impl | pass | T | D | median ms | TFLOP/s | peak MB |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for bench in sorted(data["benchmarks"], key=lambda b: (b["extra_info"]["pass_"], b["extra_info"]["T"],
                                                             b["extra_info"]["D"], b["extra_info"]["impl"])):
         info, median = bench["extra_info"], bench["stats"]["median"]

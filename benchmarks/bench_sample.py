@@ -78,7 +78,8 @@ class Timed(torch.nn.Module):
 def _quickstart(mode: str) -> GPT:
     torch.manual_seed(0)
     return GPT(GPTConfig(block_size=64, vocab_size=69, n_layer=4, n_head=4, n_embd=128, dropout=0.0, mode=mode,
-                         attention_type="bidirectional", use_rope=True, attention_backend="torch", loss_backend="torch"))
+                         attention_type="bidirectional", use_rope=True, attention_backend="torch",
+                         loss_backend="torch"))
 
 
 def _load(env: str, mode: str) -> GPT:
@@ -242,7 +243,8 @@ def _report() -> None:
     for name, r in RESULTS.items():
         base = RESULTS.get(name.replace("ours", "earlier"))
         ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}x" if "ours" in name and base else ""
-        lines.append(f"| {name} | {r['tokens_per_s']:,.0f} | {r['median_s']:.3f} | {ratio} | {100 * r['overhead']:.1f}% |")
+        lines.append(f"| {name} | {r['tokens_per_s']:,.0f} | {r['median_s']:.3f} | {ratio} | "
+                     f"{100 * r['overhead']:.1f}% |")
     text = "\n".join(lines)
     print("\n" + text)
     if os.environ.get("BENCH_SAMPLE_REPORT"):

@@ -90,10 +90,10 @@ def kernel_specs() -> list[KernelSpec]:
         dt = _dtype_name(elem_bytes)
         for causal in (False, True):
             name = {"fwd": "_attn_fwd", "dkdv": "_attn_bwd_dkdv", "dq": "_attn_bwd_dq"}[kernel]
-            ptrs = {"fwd": ["Q", "K", "V", "COS", "SIN", "LENGTHS", "O", "LSE"],
+            ptrs = {"fwd": ["Q", "K", "V", "COS", "SIN", "LENGTHS", "OUT", "LSE"],
                     "dkdv": ["Q", "K", "V", "COS", "SIN", "LENGTHS", "DO", "LSE", "DELTA", "DK", "DV"],
                     "dq": ["Q", "K", "V", "COS", "SIN", "LENGTHS", "DO", "LSE", "DELTA", "DQ"]}[kernel]
-            ptype = {"Q": dt, "K": dt, "V": dt, "O": dt, "DO": dt, "DK": dt, "DV": dt, "DQ": dt,
+            ptype = {"Q": dt, "K": dt, "V": dt, "OUT": dt, "DO": dt, "DK": dt, "DV": dt, "DQ": dt,
                      "COS": "fp32", "SIN": "fp32", "LENGTHS": "i32", "LSE": "fp32", "DELTA": "fp32"}
             third = "o" if kernel == "fwd" else "do"
             outs = {"fwd": (), "dkdv": ("dk", "dv"), "dq": ("dq",)}[kernel]
@@ -112,11 +112,11 @@ def kernel_specs() -> list[KernelSpec]:
     for head_dim in rope_attention.SUPPORTED_HEAD_DIMS:
         consts = dict(HEAD_DIM=head_dim, BLOCK_M=rope_attention.PREPROCESS_BLOCK_M)
         strides = [f"stride_{t}{d}" for t in ("o", "do") for d in ("b", "h", "t")]
-        sig = [("O", "*bf16"), ("DO", "*bf16"), ("DELTA", "*fp32")] + [(st, "i32") for st in strides]
+        sig = [("OUT", "*bf16"), ("DO", "*bf16"), ("DELTA", "*fp32")] + [(st, "i32") for st in strides]
         sig += [("H", "i32"), ("T", "i32")] + [(c, "constexpr") for c in consts]
         specs.append(KernelSpec("rope_attention", "_attn_bwd_preprocess",
                                 f"bf16 D={head_dim} BM={consts['BLOCK_M']} w=4",
-                                tuple(sig), tuple(consts.items()), 4, 1, ("O", "DO", "DELTA", *strides)))
+                                tuple(sig), tuple(consts.items()), 4, 1, ("OUT", "DO", "DELTA", *strides)))
     for block_r, block_c, warps in cross_entropy.all_ce_configs():
         for dt in ("bf16", "fp32"):
             consts = dict(BLOCK_R=block_r, BLOCK_C=block_c, HAS_WEIGHT=True, COMPUTE_GRAD=True, MEAN=True)
@@ -211,7 +211,8 @@ def format_table(rows: list[ResourceUsage]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Compile every kernel configuration for sm_80/sm_90 and print resources.")
+    parser = argparse.ArgumentParser(description="Compile every kernel configuration for sm_80/sm_90 "
+                                                 "and print resources.")
     parser.add_argument("--arch", type=int, action="append", choices=sorted(SHARED_LIMIT), help="default: 80 and 90")
     parser.add_argument("--jobs", type=int, default=None, help="compile processes (default: CPU count)")
     parser.add_argument("--json", action="store_true", help="print JSON rows instead of a table")

@@ -101,7 +101,7 @@ def _program_coords(LENGTHS, H, T):
 
 @triton.jit
 def _attn_fwd(
-    Q, K, V, COS, SIN, LENGTHS, O, LSE,
+    Q, K, V, COS, SIN, LENGTHS, OUT, LSE,
     sm_scale,
     stride_qb, stride_qh, stride_qt,
     stride_kb, stride_kh, stride_kt,
@@ -122,7 +122,7 @@ def _attn_fwd(
     Q += b * stride_qb + h * stride_qh
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
-    O += b * stride_ob + h * stride_oh
+    OUT += b * stride_ob + h * stride_oh
     LSE += pid_bh * T
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -169,14 +169,14 @@ def _attn_fwd(
     o = acc / l_safe[:, None]
     o = tl.where(row_valid[:, None], o, 0.0)
     tl.store(
-        O + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(O.dtype.element_ty), mask=in_seq[:, None]
+        OUT + offs_m[:, None] * stride_ot + offs_d[None, :], o.to(OUT.dtype.element_ty), mask=in_seq[:, None]
     )
     tl.store(LSE + offs_m, m_i + tl.math.log2(l_safe), mask=in_seq)
 
 
 @triton.jit
 def _attn_bwd_preprocess(
-    O, DO, DELTA,
+    OUT, DO, DELTA,
     stride_ob, stride_oh, stride_ot,
     stride_dob, stride_doh, stride_dot,
     H, T,
@@ -191,7 +191,7 @@ def _attn_bwd_preprocess(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     mask = offs_m < T
-    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+    o = tl.load(OUT + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
                 mask=mask[:, None], other=0.0).to(tl.float32)
     do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
                  mask=mask[:, None], other=0.0).to(tl.float32)
@@ -412,9 +412,11 @@ def _check_inputs(q, k, v, cos, sin, lengths):
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
         raise TypeError(f"rope_attention needs q, k, v all fp16, bf16 or fp32, got {q.dtype}, {k.dtype}, {v.dtype}.")
     if cos.shape != (T, D) or sin.shape != (T, D):
-        raise ValueError(f"rope_attention needs cos and sin of shape (T, D) = ({T}, {D}), got {tuple(cos.shape)}, {tuple(sin.shape)}.")
+        raise ValueError(f"rope_attention needs cos and sin of shape (T, D) = ({T}, {D}), "
+                         f"got {tuple(cos.shape)}, {tuple(sin.shape)}.")
     if lengths is not None and (lengths.shape != (B,) or lengths.dtype.is_floating_point):
-        raise ValueError(f"rope_attention needs integer lengths of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}.")
+        raise ValueError(f"rope_attention needs integer lengths of shape ({B},), "
+                         f"got {lengths.dtype} {tuple(lengths.shape)}.")
 
 
 def _last_dim_contiguous(x):

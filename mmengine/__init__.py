@@ -36,10 +36,11 @@ def _check_package_clash() -> None:
     theirs = _distribution.openmmlab_files(here)
     if theirs:
         message = (
-            f"the mmengine package in {here} also holds OpenMMLab's mmengine files ({', '.join(n + '/' for n in theirs)}): "
-            f"{_distribution.DISTRIBUTION} and OpenMMLab's mmengine both install the import package mmengine and one was "
-            f"installed over the other; run `pip uninstall mmengine {_distribution.DISTRIBUTION}` and reinstall the one you "
-            "need (each in its own environment if you need both)"
+            f"the mmengine package in {here} also holds OpenMMLab's mmengine files "
+            f"({', '.join(n + '/' for n in theirs)}): {_distribution.DISTRIBUTION} and OpenMMLab's mmengine both "
+            "install the import package mmengine and one was installed over the other; run "
+            f"`pip uninstall mmengine {_distribution.DISTRIBUTION}` and reinstall the one you need "
+            "(each in its own environment if you need both)"
         )
         if sys.argv[:1] == ["-m"]:  # `python -m mmengine.<command>` is locating its module: a CLI, so one line
             print(f"error: {message}", file=sys.stderr)

@@ -269,7 +269,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         keys = ", ".join(sorted(map(str, checkpoint))[:8]) or "none"
         raise CheckpointError(f"checkpoint {path} has no 'model' entry (its keys: {keys})")
     if not isinstance(checkpoint["model"], dict):
-        raise CheckpointError(f"checkpoint {path}: its 'model' entry is a {type(checkpoint['model']).__name__}, not a state dict")
+        raise CheckpointError(f"checkpoint {path}: its 'model' entry is a {type(checkpoint['model']).__name__}, "
+                              "not a state dict")
     return checkpoint
 
 
@@ -346,7 +347,8 @@ def _config_and_kwargs(checkpoint: dict, source: str, overrides: dict) -> tuple[
     kwargs = convert_model_args(model_args, state_dict, f"checkpoint {source}")
     unknown = sorted(set(overrides) - _CONFIG_FIELDS)
     if unknown:
-        raise ValueError(f"unknown model overrides {', '.join(unknown)}; valid ones: {', '.join(sorted(_CONFIG_FIELDS))}")
+        raise ValueError(f"unknown model overrides {', '.join(unknown)}; valid ones: "
+                         f"{', '.join(sorted(_CONFIG_FIELDS))}")
     kwargs.update(overrides)
     try:
         config = GPTConfig(**kwargs)
@@ -413,8 +415,8 @@ def check_resume_state(checkpoint: dict, source: str) -> None:
     weights only and cannot be resumed), checked before any of them is used."""
     opt = checkpoint.get("optimizer")
     if opt is None:
-        raise CheckpointError(f"checkpoint {source} holds no optimizer state (optimizer=None), so it cannot be resumed; "
-                              "start a new run from its weights with --transfer.init_from_checkpoint instead")
+        raise CheckpointError(f"checkpoint {source} holds no optimizer state (optimizer=None), so it cannot be "
+                              "resumed; start a new run from its weights with --transfer.init_from_checkpoint instead")
     if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)):
         raise CheckpointError(f"checkpoint {source}: its optimizer entry is a {type(opt).__name__} without 'state' and "
                               "'param_groups', not an optimizer state dict")

@@ -69,30 +69,38 @@ class RunConfig:
     out_dir: str = _f("out", "Folder for ckpt.pt (latest), best.pt, metrics.jsonl and plots.")
     seed: int = _f(1337, "Seed of every random choice (data order, masking, corruption, init).")
     device: str = _f("auto", "'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'.")
-    dtype: str = _f("auto", "'auto' (bfloat16 on CUDA when supported, float32 on CPU), 'float32', 'bfloat16' or 'float16'.",
+    dtype: str = _f("auto", "'auto' (bfloat16 on CUDA when supported, float32 on CPU), 'float32', 'bfloat16' "
+                            "or 'float16'.",
                     choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = _f(False, "Compile the model with torch.compile (slow first iterations, faster afterwards).")
     init_from: str = _f("scratch", "'scratch' starts a new run; 'resume' continues exactly from out_dir/ckpt.pt.",
                         choices=("scratch", "resume"))
-    nan_policy: str = _f("stop", "On a NaN/inf loss: 'stop' with a message, or 'rollback' to the last checkpoint and skip the batch.",
+    nan_policy: str = _f("stop", "On a NaN/inf loss: 'stop' with a message, or 'rollback' to the last checkpoint and "
+                                 "skip the batch.",
                          choices=("stop", "rollback"))
     max_rollbacks: int = _f(3, "How many NaN roll-backs are allowed before the run stops anyway.")
-    overwrite: bool = _f(False, "Let a new run (init_from='scratch') replace the run already in out_dir; its metrics.jsonl and "
-                                "best.pt stay until the new run's first checkpoint. Not needed to resume.")
-    dist_timeout_s: float = _f(900.0, "torchrun: seconds a rank waits for the others at a collective operation before the "
-                                      "job stops naming the missing rank (longer than the slowest checkpoint save).")
+    overwrite: bool = _f(False, "Let a new run (init_from='scratch') replace the run already in out_dir; its "
+                                "metrics.jsonl and best.pt stay until the new run's first checkpoint. "
+                                "Not needed to resume.")
+    dist_timeout_s: float = _f(900.0, "torchrun: seconds a rank waits for the others at a collective operation "
+                                      "before the job stops naming the missing rank (longer than the slowest "
+                                      "checkpoint save).")
 
 
 @dataclass
 class DataConfig:
     """[data] the prepared data dir and how windows are cut from it."""
 
-    dir: str = _f("", "Prepared data dir (python -m mmengine.prepare); empty means the bundled tiny-Shakespeare (prepared on first use).")
+    dir: str = _f("", "Prepared data dir (python -m mmengine.prepare); empty means the bundled tiny-Shakespeare "
+                      "(prepared on first use).")
     block_size: int = _f(64, "Tokens per training window (the model's context length).")
     batch_size: int = _f(32, "Windows per micro-batch on each rank.")
-    use_paragraph_boundaries: bool = _f(False, "Start windows only at paragraph starts (after the separator) instead of at any token.")
-    separator: str = _f("", "Paragraph separator text, encoded with the data dir's tokenizer; empty means the data dir's own (meta.json).")
-    prefetch_depth: int = _f(2, "Batches assembled ahead of time by the background prefetcher (0 = assemble in the training loop).")
+    use_paragraph_boundaries: bool = _f(False, "Start windows only at paragraph starts (after the separator) "
+                                               "instead of at any token.")
+    separator: str = _f("", "Paragraph separator text, encoded with the data dir's tokenizer; empty means the data "
+                            "dir's own (meta.json).")
+    prefetch_depth: int = _f(2, "Batches assembled ahead of time by the background prefetcher (0 = assemble in the "
+                                "training loop).")
 
 
 @dataclass
@@ -104,8 +112,9 @@ class ModelConfig:
     n_embd: int = _f(128, "Width of the residual stream.")
     dropout: float = _f(0.0, "Dropout probability (embeddings, attention, MLP).")
     bias: bool = _f(False, "Biases in Linear and LayerNorm layers.")
-    attention_type: str = _f("auto", "'auto' (what train.training_type needs: causal for autoregressive, bidirectional otherwise), "
-                                     "'bidirectional' or 'causal'.", choices=("auto", "bidirectional", "causal"))
+    attention_type: str = _f("auto", "'auto' (what train.training_type needs: causal for autoregressive, "
+                                     "bidirectional otherwise), 'bidirectional' or 'causal'.",
+                             choices=("auto", "bidirectional", "causal"))
     use_rope: bool = _f(True, "Rotary position embeddings (False: learned absolute positions).")
     attention_backend: str = _f("auto", "'auto' (Triton kernels on CUDA when available), 'torch' or 'triton'.",
                                 choices=("auto", "torch", "triton"))
@@ -117,7 +126,9 @@ class ModelConfig:
 class TrainConfig:
     """[train] what is learned and for how long."""
 
-    training_type: str = _f("unmasking", "What is learned: " + "; ".join(f"'{n}' ({s.description})" for n, s in REGISTRY.items()) + ".",
+    training_type: str = _f("unmasking",
+                            "What is learned: "
+                            + "; ".join(f"'{n}' ({s.description})" for n, s in REGISTRY.items()) + ".",
                             choices=TRAINING_TYPES)
     max_iters: int = _f(1000, "Optimizer steps in total.")
     eval_interval: int = _f(250, "Evaluate (and save checkpoints) every this many steps, and at the end.")
@@ -145,12 +156,15 @@ class OptimConfig:
 class TransferConfig:
     """[transfer] start from another run's trunk; freeze it, unfreeze it later."""
 
-    init_from_checkpoint: str = _f("", "Checkpoint whose trunk (transformer.*) initialises this model (any mode); empty = none.")
+    init_from_checkpoint: str = _f("", "Checkpoint whose trunk (transformer.*) initialises this model (any mode); "
+                                       "empty = none.")
     freeze_transformer: bool = _f(False, "Train only the head (feature extraction); needs init_from_checkpoint.")
     unfreeze_at_iteration: int = _f(-1, "Unfreeze the trunk at this step (-1 = never); needs freeze_transformer.")
-    unfreeze_lr_multiplier: float = _f(0.1, "After unfreezing, the trunk's learning rate is the scheduled one times this.")
-    cls_token_id: int = _f(-1, "The [CLS] row of an earlier-trainer checkpoint that does not record it (used by transfer, resume "
-                               "and evaluate; flat flag --cls_token_id); -1 = the one the file records.")
+    unfreeze_lr_multiplier: float = _f(0.1, "After unfreezing, the trunk's learning rate is the scheduled one "
+                                            "times this.")
+    cls_token_id: int = _f(-1, "The [CLS] row of an earlier-trainer checkpoint that does not record it (used by "
+                               "transfer, resume and evaluate; flat flag --cls_token_id); "
+                               "-1 = the one the file records.")
 
 
 @dataclass
@@ -165,8 +179,9 @@ class LogConfig:
     sample_tokens: int = _f(200, "Language models: length of the sample shown at the end of the run (0 = none); "
                                  "everything else about it comes from the [sample] table.")
     save_best: bool = _f(True, "Keep out_dir/best.pt, the checkpoint with the lowest validation loss.")
-    keep_every: int = _f(0, "Also keep out_dir/ckpt_<training_type>_<iter>.pt at each evaluation whose step is a multiple of this "
-                            "(the earlier trainer's numbered files; a multiple of train.eval_interval); 0 = never.")
+    keep_every: int = _f(0, "Also keep out_dir/ckpt_<training_type>_<iter>.pt at each evaluation whose step is a "
+                            "multiple of this (the earlier trainer's numbered files; a multiple of "
+                            "train.eval_interval); 0 = never.")
 
 
 def _tables() -> dict[str, type]:
@@ -302,7 +317,8 @@ def apply_dict(cfg: Config, data: dict, source: str) -> None:
                 _set(cfg, MOVED_KEYS[dotted][0], _moved_value(dotted, value), source)
                 continue
             if name not in names:
-                raise ConfigError(f"{source}: unknown key '{dotted}'{_did_you_mean(dotted, [f'{table}.{n}' for n in names])}.")
+                raise ConfigError(f"{source}: unknown key '{dotted}'"
+                                  f"{_did_you_mean(dotted, [f'{table}.{n}' for n in names])}.")
             _set(cfg, dotted, value, source)
 
 
@@ -365,7 +381,8 @@ def parse_args(argv: list[str] | None) -> tuple[str | None, list[tuple[str, str 
         elif path is None:
             path = arg
         else:
-            raise ConfigError(f"unexpected argument '{arg}'; give at most one config file, then --table.key=value overrides.")
+            raise ConfigError(f"unexpected argument '{arg}'; give at most one config file, "
+                              "then --table.key=value overrides.")
         i += 1
     return path, overrides
 
@@ -467,10 +484,12 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
             choices = f.metadata.get("choices")
             value = getattr(obj, f.name)
             if choices and value not in choices:
-                raise ConfigError(f"{table}.{f.name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}{_did_you_mean(str(value), [str(c) for c in choices])}.")
+                raise ConfigError(f"{table}.{f.name} must be one of {', '.join(repr(c) for c in choices)}, "
+                                  f"got {value!r}{_did_you_mean(str(value), [str(c) for c in choices])}.")
     r, d, m, t, o, tr = cfg.run, cfg.data, cfg.model, cfg.train, cfg.optim, cfg.transfer
     if not r.out_dir.strip():
-        raise ConfigError("run.out_dir is empty; name the folder for the run's checkpoints and logs (e.g. --run.out_dir=out).")
+        raise ConfigError("run.out_dir is empty; name the folder for the run's checkpoints and logs "
+                          "(e.g. --run.out_dir=out).")
     if not r.dist_timeout_s > 0:
         raise ConfigError(f"run.dist_timeout_s must be positive, got {r.dist_timeout_s}.")
     if not (r.device in ("auto", "cpu", "cuda") or r.device.startswith("cuda:")):
@@ -478,11 +497,13 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
     positive = {"data.block_size": d.block_size, "data.batch_size": d.batch_size, "model.n_layer": m.n_layer,
                 "model.n_head": m.n_head, "model.n_embd": m.n_embd, "train.max_iters": t.max_iters,
                 "train.eval_interval": t.eval_interval, "train.eval_iters": t.eval_iters,
-                "train.log_interval": t.log_interval, "train.gradient_accumulation_steps": t.gradient_accumulation_steps}
+                "train.log_interval": t.log_interval,
+                "train.gradient_accumulation_steps": t.gradient_accumulation_steps}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}.")
-    for key, value in {"run.seed": r.seed, "optim.warmup_iters": o.warmup_iters, "optim.lr_decay_iters": o.lr_decay_iters,
+    for key, value in {"run.seed": r.seed, "optim.warmup_iters": o.warmup_iters,
+                       "optim.lr_decay_iters": o.lr_decay_iters,
                        "data.prefetch_depth": d.prefetch_depth, "train.grad_clip": t.grad_clip,
                        "log.sample_tokens": cfg.log.sample_tokens, "run.max_rollbacks": r.max_rollbacks}.items():
         if value < 0:
@@ -498,17 +519,22 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
     if not (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1):
         raise ConfigError("optim.beta1 and optim.beta2 must be in [0, 1).")
     if tr.freeze_transformer and not tr.init_from_checkpoint and r.init_from != "resume":
-        raise ConfigError("transfer.freeze_transformer=true needs transfer.init_from_checkpoint (a frozen random trunk never learns).")
+        raise ConfigError("transfer.freeze_transformer=true needs transfer.init_from_checkpoint "
+                          "(a frozen random trunk never learns).")
     if tr.unfreeze_at_iteration >= 0 and not tr.freeze_transformer:
-        raise ConfigError("transfer.unfreeze_at_iteration is set but transfer.freeze_transformer is false, so there is nothing to unfreeze.")
+        raise ConfigError("transfer.unfreeze_at_iteration is set but transfer.freeze_transformer is false, "
+                          "so there is nothing to unfreeze.")
     if tr.unfreeze_at_iteration < -1:
-        raise ConfigError(f"transfer.unfreeze_at_iteration must be -1 (never) or a step, got {tr.unfreeze_at_iteration}.")
+        raise ConfigError(f"transfer.unfreeze_at_iteration must be -1 (never) or a step, "
+                          f"got {tr.unfreeze_at_iteration}.")
     if tr.unfreeze_lr_multiplier <= 0:
         raise ConfigError(f"transfer.unfreeze_lr_multiplier must be positive, got {tr.unfreeze_lr_multiplier}.")
     if tr.cls_token_id < -1:
-        raise ConfigError(f"transfer.cls_token_id must be -1 (the file's own) or a row of the checkpoint, got {tr.cls_token_id}.")
+        raise ConfigError(f"transfer.cls_token_id must be -1 (the file's own) or a row of the checkpoint, "
+                          f"got {tr.cls_token_id}.")
     if cfg.log.keep_every < 0 or cfg.log.keep_every % t.eval_interval:
-        raise ConfigError(f"log.keep_every must be 0 or a multiple of train.eval_interval ({t.eval_interval}), got {cfg.log.keep_every}.")
+        raise ConfigError(f"log.keep_every must be 0 or a multiple of train.eval_interval ({t.eval_interval}), "
+                          f"got {cfg.log.keep_every}.")
     for table, owner in _unused_tables(cfg).items():
         for name in _changed(cfg, table):
             if name in getattr(owner, "must_stay_default", ()):
@@ -518,7 +544,8 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
     cfg.sample.validate()
     if check_paths:
         if d.dir and not Path(d.dir).is_dir():
-            raise ConfigError(f"data.dir '{d.dir}' does not exist (prepare one with `python -m mmengine.prepare INPUT --out DIR`).")
+            raise ConfigError(f"data.dir '{d.dir}' does not exist "
+                              "(prepare one with `python -m mmengine.prepare INPUT --out DIR`).")
         # on resume the trunk is in ckpt.pt already, so the transfer source may be gone
         if tr.init_from_checkpoint and r.init_from != "resume" and not Path(tr.init_from_checkpoint).is_file():
             raise ConfigError(f"transfer.init_from_checkpoint '{tr.init_from_checkpoint}' does not exist.")
@@ -527,7 +554,8 @@ def validate(cfg: Config, *, check_paths: bool = True) -> None:
             from mmengine.upstream_run import resume_path
 
             if resume_path(r.out_dir) is None:
-                raise ConfigError(f"run.init_from='resume' but there is no checkpoint at '{Path(r.out_dir) / 'ckpt.pt'}'.")
+                raise ConfigError(f"run.init_from='resume' but there is no checkpoint at "
+                                  f"'{Path(r.out_dir) / 'ckpt.pt'}'.")
 
 
 # --- printing ------------------------------------------------------------------------------------
@@ -599,14 +627,15 @@ def main(argv: list[str] | None = None) -> int:
             if len(files) != 1 or files[0].startswith("-"):
                 raise ConfigError("--from-upstream takes one Python config file of the earlier trainer or nanoGPT "
                                   "(python -m mmengine.config --from-upstream config/FILE.py).")
-            print(converted_toml(files[0], TABLES, validate=lambda d: validate(from_dict(d), check_paths=False)), end="")
+            print(converted_toml(files[0], TABLES, validate=lambda d: validate(from_dict(d), check_paths=False)),
+                  end="")
             return 0
         cfg = load_config(args, check_paths=False)
         print(to_toml(cfg), end="")
         return 0
     prog = "python -m mmengine.config"
-    return _cli_entry(_print, argv, prog, help_text=lambda: help_text(prog) + f"\nor: {prog} --from-upstream CONFIG.py  "
-                      "(an earlier-trainer or nanoGPT Python config as mmengine TOML; parsed, never run)")
+    return _cli_entry(_print, argv, prog, help_text=lambda: help_text(prog) + f"\nor: {prog} --from-upstream "
+                      "CONFIG.py  (an earlier-trainer or nanoGPT Python config as mmengine TOML; parsed, never run)")
 
 
 if __name__ == "__main__":

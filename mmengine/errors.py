@@ -104,7 +104,8 @@ def cli_entry(main_fn: Callable[[list[str]], int | None], argv: list[str] | None
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = f" writing {e.filename}" if e.filename else ""
-        print(f"error: the disk is full{where}; free some space and run again (earlier files are intact).", file=sys.stderr)
+        print(f"error: the disk is full{where}; free some space and run again "
+              "(earlier files are intact).", file=sys.stderr)
         return 1
 
 

@@ -113,7 +113,8 @@ def convert_model_args(model_args: dict, state_dict: dict, source: str = "checkp
         converted["block_size"] = int(wpe.shape[0])
     missing = [k for k in ("vocab_size", "n_embd", "n_layer", "n_head", "block_size") if k not in converted]
     if missing:
-        raise CheckpointError(f"{source}: model_args lack {', '.join(missing)} and they cannot be inferred from the weights")
+        raise CheckpointError(f"{source}: model_args lack {', '.join(missing)} "
+                              "and they cannot be inferred from the weights")
     return converted
 
 

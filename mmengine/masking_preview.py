@@ -50,7 +50,8 @@ def _split_args(args: list[str]) -> tuple[dict, list[str]]:
             try:
                 own[key] = _OWN[key](value)
             except ValueError:
-                raise ConfigError(f"--{key} must be {'an integer' if _OWN[key] is int else 'text'}, got {value!r}.") from None
+                raise ConfigError(f"--{key} must be {'an integer' if _OWN[key] is int else 'text'}, "
+                                  f"got {value!r}.") from None
         else:
             rest.append(arg)
         i += 1
@@ -63,8 +64,9 @@ def mask_statistics(mask: np.ndarray) -> dict:
     share = mask.mean(axis=1)
     starts = mask & ~np.concatenate([np.zeros((len(mask), 1), dtype=bool), mask[:, :-1]], axis=1)  # a run begins
     runs = starts.sum(axis=1)
-    return {"mean": float(share.mean()), "min": float(share.min()), "max": float(share.max()), "std": float(share.std()),
-            "runs_per_row": float(runs.mean()), "mean_run": float(mask.sum() / max(int(runs.sum()), 1))}
+    return {"mean": float(share.mean()), "min": float(share.min()), "max": float(share.max()),
+            "std": float(share.std()), "runs_per_row": float(runs.mean()),
+            "mean_run": float(mask.sum() / max(int(runs.sum()), 1))}
 
 
 def render_row(pieces: list[str], masked: np.ndarray, style: str) -> str:
@@ -97,7 +99,8 @@ def _describe(stage) -> str:
     return f"{stage.type} ({fields})"
 
 
-def preview(cfg, *, stage: int | None = None, rows: int = 512, show: int = 4, seed: int = 0, style: str = "plain") -> str:
+def preview(cfg, *, stage: int | None = None, rows: int = 512, show: int = 4, seed: int = 0,
+            style: str = "plain") -> str:
     """The text :func:`main` prints for a loaded config."""
     from mmengine.data.masking import make_mask
     from mmengine.data.stream import open_data
@@ -111,8 +114,8 @@ def preview(cfg, *, stage: int | None = None, rows: int = 512, show: int = 4, se
         role, stages = numbered[0]
         if not 0 <= stage < len(stages):
             plural = "s" if len(stages) != 1 else ""
-            raise ConfigError(f"--stage must be between 0 and {len(stages) - 1} (the run has {len(stages)} {role}{plural}), "
-                              f"got {stage}.")
+            raise ConfigError(f"--stage must be between 0 and {len(stages) - 1} "
+                              f"(the run has {len(stages)} {role}{plural}), got {stage}.")
         numbered = [(role, [stages[stage]])]
     data = open_data(cfg)
     tokens = data.tokens("val")
@@ -128,8 +131,9 @@ def preview(cfg, *, stage: int | None = None, rows: int = 512, show: int = 4, se
             mask = make_mask(st, x.shape, np.random.default_rng([seed, g, number]))
             s = mask_statistics(mask)
             out += ["", f"{role} {number}: {_describe(st)}",
-                    (f"  masked share per row: mean {s['mean']:.3f}, min {s['min']:.3f}, max {s['max']:.3f}, std {s['std']:.3f}; "
-                     f"masked runs per row {s['runs_per_row']:.1f}, mean run {s['mean_run']:.1f} tokens")]
+                    (f"  masked share per row: mean {s['mean']:.3f}, min {s['min']:.3f}, max {s['max']:.3f}, "
+                     f"std {s['std']:.3f}; masked runs per row {s['runs_per_row']:.1f}, "
+                     f"mean run {s['mean_run']:.1f} tokens")]
             for r in range(min(show, rows)):
                 out.append(render_row(_pieces(data.tokenizer, x[r]), mask[r], style))
     return "\n".join(out)

@@ -142,7 +142,8 @@ def _kernel(function_name: str):
         raise RuntimeError(f"backend 'triton' needs mmengine.kernels, which failed to import: {exc}") from exc
     function = getattr(kernels, function_name, None)
     if function is None:
-        raise RuntimeError(f"backend 'triton' needs mmengine.kernels.{function_name}, which this build does not provide")
+        raise RuntimeError(f"backend 'triton' needs mmengine.kernels.{function_name}, "
+                           "which this build does not provide")
     return function
 
 
@@ -177,7 +178,9 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, *, backend: str = "au
     C = logits.size(-1)
     flat_logits, flat_targets = logits.reshape(-1, C), targets.reshape(-1)  # (N, C), (N,)
     if _triton_wanted(backend, logits, "class_weighted_cross_entropy"):
-        nll = _kernel("class_weighted_cross_entropy")(flat_logits, flat_targets, ignore_index=ignore_index, reduction="none")
+        nll = _kernel("class_weighted_cross_entropy")(
+            flat_logits, flat_targets, ignore_index=ignore_index, reduction="none"
+        )
     else:
         nll = F.cross_entropy(flat_logits.float(), flat_targets, ignore_index=ignore_index, reduction="none")
     return nll.float().view(targets.shape)
@@ -328,12 +331,20 @@ class GPTConfig:
                 f"RoPE needs an even head size, but n_embd / n_head = {self.n_embd // self.n_head}; "
                 "change n_embd or n_head, or set use_rope=False"
             )
-        if isinstance(self.num_token_classes, bool) or not isinstance(self.num_token_classes, int) or self.num_token_classes < 2:
+        if (
+            isinstance(self.num_token_classes, bool)
+            or not isinstance(self.num_token_classes, int)
+            or self.num_token_classes < 2
+        ):
             raise ValueError(f"num_token_classes must be an integer >= 2, got {self.num_token_classes!r}")
         if self.cls_token_id is not None:
             cls_id = self.cls_token_id
             # numbers.Integral admits numpy ints (ids read from data metadata); bool is not an id
-            if isinstance(cls_id, bool) or not isinstance(cls_id, numbers.Integral) or not 0 <= cls_id < self.vocab_size:
+            if (
+                isinstance(cls_id, bool)
+                or not isinstance(cls_id, numbers.Integral)
+                or not 0 <= cls_id < self.vocab_size
+            ):
                 raise ValueError(
                     f"cls_token_id must be an id inside the embedding table [0, {self.vocab_size}), got {cls_id!r}"
                 )
@@ -563,7 +574,9 @@ class GPT(nn.Module):
                 }
             )
         use_fused = device_type == "cuda" and torch.cuda.is_available()
-        optimizer = torch.optim.AdamW(param_groups, lr=learning_rate, betas=tuple(betas), **({"fused": True} if use_fused else {}))
+        optimizer = torch.optim.AdamW(
+            param_groups, lr=learning_rate, betas=tuple(betas), **({"fused": True} if use_fused else {})
+        )
         logger.debug(
             "AdamW groups: %s (fused=%s)", ", ".join(f"{g['name']}={len(g['params'])}" for g in param_groups), use_fused
         )

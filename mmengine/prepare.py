@@ -23,20 +23,24 @@ def _build_parser() -> ArgumentParser:
         prog="python -m mmengine.prepare",
         description="Tokenize text files (or labelled .jsonl files) into an mmengine data dir.",
     )
-    ap.add_argument("inputs", nargs="+", metavar="INPUT", help="text files, or .jsonl files with text+score or text+spans")
+    ap.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help="text files, or .jsonl files with text+score or text+spans")
     ap.add_argument("--out", required=True, metavar="DIR", help="data dir to create")
     ap.add_argument("--tokenizer", choices=["char", "bpe"], default="char", help="char (default) or byte-level bpe")
     ap.add_argument(
         "--vocab-size", type=int, default=None,
         help=f"BPE vocabulary size, 257 to {MAX_BPE_VOCAB} (default {DEFAULT_BPE_VOCAB})",
     )
-    ap.add_argument("--val-fraction", type=float, default=0.1, help="share of text/documents for validation (default 0.1)")
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="share of text/documents for validation (default 0.1)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the document split for JSONL inputs (default 0)")
     ap.add_argument("--num-classes", type=int, default=None,
                     help="number of label classes for span data (default: max label + 1)")
-    ap.add_argument("--force", action="store_true", help="replace an existing data dir at --out (nothing else is ever deleted)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing data dir at --out (nothing else is ever deleted)")
     bar = ap.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show a progress bar")
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show a progress bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
     return ap
 

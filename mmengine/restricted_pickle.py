@@ -233,7 +233,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, 
     _need(isinstance(requires_grad, bool), "requires_grad must be a bool")
     # hooks are never serialised by torch today (Note [Don't serialize hooks]); a callable here would run
     # during backward, so only an empty mapping is accepted
-    _need(backward_hooks is None or (isinstance(backward_hooks, dict) and not backward_hooks), "backward hooks are not data")
+    _need(backward_hooks is None or (isinstance(backward_hooks, dict) and not backward_hooks),
+          "backward hooks are not data")
     _need(metadata is None or (isinstance(metadata, dict) and all(isinstance(v, bool) for v in metadata.values())),
           "tensor metadata must be flags")
     return torch._utils._rebuild_tensor_v2(storage, storage_offset, tuple(size), tuple(stride), requires_grad,
@@ -242,7 +243,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks=None):
     _need(isinstance(data, torch.Tensor) and isinstance(requires_grad, bool), "a parameter is a tensor and a flag")
-    _need(backward_hooks is None or (isinstance(backward_hooks, dict) and not backward_hooks), "backward hooks are not data")
+    _need(backward_hooks is None or (isinstance(backward_hooks, dict) and not backward_hooks),
+          "backward hooks are not data")
     return torch.nn.Parameter(data, requires_grad)
 
 

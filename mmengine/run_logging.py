@@ -19,7 +19,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def measure_matmul_flops(device: str = "cpu", dtype=None, n: int = 1024, seconds: float = 0.5, trials: int = 5) -> float:
+def measure_matmul_flops(device: str = "cpu", dtype=None, n: int = 1024, seconds: float = 0.5,
+                         trials: int = 5) -> float:
     """Achievable FLOP/s of a square matmul on ``device`` (the denominator of our MFU)."""
     import torch
 
@@ -209,7 +210,8 @@ class RunLogger:
         keep = self._resume.get("records")
         return old[:keep] if keep is not None else [r for r in old if r.get("iter", 0) <= initial]
 
-    def open(self, *, total: int = 0, initial: int = 0, config_dict: dict | None = None, path: Path | None = None) -> None:
+    def open(self, *, total: int = 0, initial: int = 0, config_dict: dict | None = None,
+             path: Path | None = None) -> None:
         """Start every sink; after :meth:`load_state_dict` the existing metrics.jsonl is continued.
 
         ``path``: where the metrics go (default ``out_dir/metrics.jsonl``; a new run over an earlier one writes
@@ -245,7 +247,8 @@ class RunLogger:
 
                 self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=initial + 1 if resume else None)
             except ImportError:
-                logger.warning("log.tensorboard is on but tensorboard is not installed (pip install tensorboard); skipping it")
+                logger.warning("log.tensorboard is on but tensorboard is not installed "
+                               "(pip install tensorboard); skipping it")
         if log_cfg.wandb:
             try:
                 import wandb
@@ -301,7 +304,8 @@ class RunLogger:
             return
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
         for split in ("train", "val"):
-            pts = [(r["iter"], r["loss"]) for r in self.records if r.get("split") == split and r.get("loss") is not None]
+            pts = [(r["iter"], r["loss"]) for r in self.records
+                   if r.get("split") == split and r.get("loss") is not None]
             if pts:
                 ax1.plot(*zip(*pts), label=split, marker="o" if split == "val" else None)
         ax1.set_xlabel("iteration"), ax1.set_ylabel("loss"), ax1.legend()

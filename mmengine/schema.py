@@ -37,7 +37,8 @@ def option(default: Any, help: str, *, choices: tuple | None = None, items: str 
 
 
 def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            list: "a list"}.get(tp, str(tp))
 
 
 def check_value(key: str, tp: Any, value: Any, items: str = "tables") -> Any:
@@ -60,7 +61,8 @@ def check_value(key: str, tp: Any, value: Any, items: str = "tables") -> Any:
                 if isinstance(item, bool) or not isinstance(item, (int, float)) or item != item:
                     raise ConfigError(f"{key} must be a list of numbers, got an item {item!r}.")
             elif not isinstance(item, dict):
-                raise ConfigError(f"{key} must be a list of inline tables like [{{type=\"random\", ...}}], got an item {item!r}.")
+                raise ConfigError(f"{key} must be a list of inline tables like [{{type=\"random\", ...}}], "
+                                  f"got an item {item!r}.")
         return [float(v) for v in value] if items == "numbers" else value
     raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
 
@@ -97,7 +99,8 @@ def parse_cli_value(raw: str, tp: Any) -> Any:
         except tomllib.TOMLDecodeError:
             pass
     if tp is list:
-        raise ConfigError(f"could not parse {raw!r} as a TOML list (write e.g. --unmasking.stages='[{{type=\"random\", max_masked_ratio=0.5}}]', "
+        raise ConfigError(f"could not parse {raw!r} as a TOML list "
+                          "(write e.g. --unmasking.stages='[{type=\"random\", max_masked_ratio=0.5}]', "
                           "quoted for the shell).")
     return raw  # check_value then names the expected type
 

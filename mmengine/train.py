@@ -233,7 +233,8 @@ class Trainer:
         self.autocast, self.dtype_name, self.scaler = autocast_context(self.device, cfg.run.dtype)
         self.raw_model = self._build_model()
         o = cfg.optim
-        self.optimizer = self.raw_model.configure_optimizers(o.weight_decay, o.learning_rate, (o.beta1, o.beta2), self.device_type)
+        self.optimizer = self.raw_model.configure_optimizers(o.weight_decay, o.learning_rate, (o.beta1, o.beta2),
+                                                             self.device_type)
         self.progress = Progress()
         self.freeze = FreezeController(self.raw_model, cfg.transfer)
         self.rlog = RunLogger(self.out_dir, cfg.log, enabled=self.main)
@@ -300,8 +301,8 @@ class Trainer:
         states = trainer.get("data") or []
         if len(states) != self.info.world_size:
             if not is_foreign(ckpt):  # another trainer's file has no data position (load_for_resume said so)
-                logger.warning("the checkpoint was written by %d rank(s) and this run has %d, so the data order starts over "
-                               "(model, optimizer and schedule continue)", len(states), self.info.world_size)
+                logger.warning("the checkpoint was written by %d rank(s) and this run has %d, so the data order starts "
+                               "over (model, optimizer and schedule continue)", len(states), self.info.world_size)
             return
         self._data_state = states[self.info.rank]
         # a position from other data or another batch size fails here, not mid-run
@@ -401,7 +402,8 @@ class Trainer:
             self.model = self._wrap(self.raw_model)
         status = self.raw_model.print_parameter_status() if self.main else {}
         if self.main:
-            logger.info("iter %d: trunk unfrozen; its learning rate is now the schedule's x %g", it, self.freeze.multiplier)
+            logger.info("iter %d: trunk unfrozen; "
+                        "its learning rate is now the schedule's x %g", it, self.freeze.multiplier)
         self.rlog.log({"iter": it, "split": "train", "event": "unfreeze", "loss": None, "lr": self.lr_of(it),
                        "trunk_lr_multiplier": self.freeze.multiplier, **{f"params_{k}": v for k, v in status.items()}})
 
@@ -416,14 +418,17 @@ class Trainer:
                                 "check the data, or set run.nan_policy='rollback'.")
         path = self.out_dir / "ckpt.pt"
         if self.progress.rollbacks >= self.cfg.run.max_rollbacks or not path.is_file():
-            why = "no checkpoint to roll back to" if not path.is_file() else f"{self.progress.rollbacks} roll-backs already"
-            raise TrainingError(f"loss became {shown} at iteration {it + 1} ({why}); lower optim.learning_rate or check the data.")
+            why = ("no checkpoint to roll back to" if not path.is_file()
+                   else f"{self.progress.rollbacks} roll-backs already")
+            raise TrainingError(f"loss became {shown} at iteration {it + 1} ({why}); "
+                                "lower optim.learning_rate or check the data.")
         ckpt = load_checkpoint(path, map_location=self.device)
         self.raw_model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.progress.rollbacks += 1
         self.progress.iter_num += 1
-        logger.warning("loss became %s at iteration %d: rolled back to the weights of iteration %d and skipping the batch",
+        logger.warning("loss became %s at iteration %d: rolled back to the weights of iteration %d "
+                       "and skipping the batch",
                        shown, it + 1, int(ckpt.get("iter_num", 0)))
 
     # ---- the loop ----
@@ -445,7 +450,8 @@ class Trainer:
                     lr = self._apply_lr(it)
                     loss = self.forward_backward(it, stream)
                     # one collective per step: every rank sees a NaN or a stop request of any rank
-                    non_finite, stop_requested = D.any_true([not math.isfinite(loss), stop.signal is not None], self.info)
+                    non_finite, stop_requested = D.any_true([not math.isfinite(loss), stop.signal is not None],
+                                                            self.info)
                     if non_finite:
                         self._non_finite(it, loss)
                         continue
@@ -492,13 +498,15 @@ class Trainer:
         """Output folder (leftovers, history), logs and the opening lines of the console."""
         cfg, info = self.cfg, self.info
         metrics = self.run_dir.prepare() if self.main else None
-        self.rlog.open(total=cfg.train.max_iters, initial=self.progress.iter_num, config_dict=to_dict(cfg), path=metrics)
+        self.rlog.open(total=cfg.train.max_iters, initial=self.progress.iter_num, config_dict=to_dict(cfg),
+                       path=metrics)
         # the rate of the dtype the matmuls run in (autocast), so MFU is not flattered by a slower baseline
         self.mfu = MFUMeter(self.device, self.dtype_name)
         if not self.main:
             return
         g = self.raw_model.config
-        logger.info("mode: %s | data: %s (%d train tokens, vocab %d) | model: %.2fM parameters, %d layers, %d wide | device %s, %s%s",
+        logger.info("mode: %s | data: %s (%d train tokens, vocab %d) | model: %.2fM parameters, %d layers, "
+                    "%d wide | device %s, %s%s",
                     self.mode.describe(), data_dir_path(cfg), len(self.data.tokens("train")), self.meta.vocab_size,
                     self.raw_model.get_num_params() / 1e6, g.n_layer, g.n_embd, self.device, self.dtype_name,
                     f", {info.world_size} ranks" if info.enabled else "")
@@ -536,10 +544,12 @@ class Trainer:
         cfg = self.cfg
         ignored = ignored_settings(cfg)
         if ignored:
-            logger.warning("train.training_type='%s' does not read %s; they are ignored", cfg.train.training_type, ", ".join(ignored))
+            logger.warning("train.training_type='%s' does not read %s; "
+                           "they are ignored", cfg.train.training_type, ", ".join(ignored))
         at = cfg.transfer.unfreeze_at_iteration
         if at >= cfg.train.max_iters and self.freeze.frozen:
-            logger.warning("transfer.unfreeze_at_iteration=%d is not before train.max_iters=%d, so the trunk stays frozen", at, cfg.train.max_iters)
+            logger.warning("transfer.unfreeze_at_iteration=%d is not before train.max_iters=%d, "
+                           "so the trunk stays frozen", at, cfg.train.max_iters)
         if self.ckpt is not None and self.ckpt.get("config"):
             # a resume runs with the config given now; say where it differs from the one the run started with
             # (not the settings a resume may well change: how long, how often to report, how fast)
@@ -572,7 +582,8 @@ class Trainer:
             self.progress.best_val_loss = metrics["loss"]
         if self.main:
             extra = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "loss" and isinstance(v, float))
-            logger.info("iter %5d | val loss %.4f%s%s", self.progress.iter_num, metrics["loss"], f" | {extra}" if extra else "",
+            logger.info("iter %5d | val loss %.4f%s%s",
+                        self.progress.iter_num, metrics["loss"], f" | {extra}" if extra else "",
                         " (best)" if improved else "")
             if "confusion" in metrics:
                 logger.info("confusion (rows: true class, columns: predicted): %s", metrics["confusion"])
@@ -636,7 +647,8 @@ def _main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mmengine.train``; user mistakes -> one line on stderr, exit code 2 (1 for a failed run), 130 on Ctrl-C."""
+    """``python -m mmengine.train``; user mistakes -> one line on stderr, exit code 2 (1 for a failed run),
+    130 on Ctrl-C."""
     if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on cli_entry turns Ctrl-C into one line
     return cli_entry(_main, argv, "python -m mmengine.train")

@@ -116,7 +116,8 @@ def load_trunk(model: GPT, source, *, name: str | None = None) -> TransferReport
     if problems:
         raise CheckpointError(f"cannot transfer the trunk of {name}: " + "; ".join(problems))
     if not (own.keys() & trunk.keys()):
-        raise CheckpointError(f"cannot transfer the trunk of {name}: it has no transformer.* weights in common with the model")
+        raise CheckpointError(f"cannot transfer the trunk of {name}: "
+                              "it has no transformer.* weights in common with the model")
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     with torch.no_grad():
@@ -153,7 +154,8 @@ def model_config(cfg, spec, meta, source: dict | None = None, source_name: str =
     """
     m = cfg.model
     args = dict(block_size=cfg.data.block_size, vocab_size=meta.vocab_size, n_layer=m.n_layer,
-                n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, bias=m.bias, attention_type=spec.attention_type(cfg),
+                n_head=m.n_head, n_embd=m.n_embd, dropout=m.dropout, bias=m.bias,
+                attention_type=spec.attention_type(cfg),
                 use_rope=m.use_rope, attention_backend=m.attention_backend, loss_backend=m.loss_backend)
     args.update(spec.gpt_kwargs())
     if source is not None:
@@ -161,7 +163,8 @@ def model_config(cfg, spec, meta, source: dict | None = None, source_name: str =
         src_args = convert_model_args(source.get("model_args") or {}, weights, source_name)
         changed = {k: src_args[k] for k in _ARCH_KEYS if k in src_args and src_args[k] != args[k]}
         if changed:
-            logger.info("transfer: trunk shape taken from %s: %s", source_name, ", ".join(f"{k}={v}" for k, v in changed.items()))
+            logger.info("transfer: trunk shape taken from %s: %s",
+                        source_name, ", ".join(f"{k}={v}" for k, v in changed.items()))
             args.update(changed)
         if not args["use_rope"]:
             table = int(weights[_WPE].shape[0])

@@ -97,7 +97,8 @@ def recognise_format(checkpoint: dict) -> tuple[str, list[str]]:
     state = checkpoint.get("model") if isinstance(checkpoint.get("model"), dict) else {}
     keys = {k.replace("_orig_mod.", "") for k in state}
     config = checkpoint.get("config")
-    earlier_config = isinstance(config, InertObject) or (isinstance(config, dict) and _EARLIER_CONFIG_KEYS & config.keys())
+    earlier_config = isinstance(config, InertObject) or (isinstance(config, dict)
+                                                         and _EARLIER_CONFIG_KEYS & config.keys())
     if set(model_args) <= NANOGPT_MODEL_ARGS and "training_context" not in checkpoint and not earlier_config:
         return FORMAT_NANOGPT, []
     hints = []
@@ -130,7 +131,8 @@ def _plain_mode(value: Any) -> Any:
     """The earlier trainer's pickled ``model.ModelMode`` member (inert: its value in args) -> that value."""
     if isinstance(value, InertObject) and value.name.endswith("ModelMode") and len(value.args) == 1:
         return value.args[0]
-    if isinstance(value, dict) and str(value.get("__class__", "")).endswith("ModelMode") and len(value.get("args", [])) == 1:
+    if (isinstance(value, dict) and str(value.get("__class__", "")).endswith("ModelMode")
+            and len(value.get("args", [])) == 1):
         return value["args"][0]
     return to_plain(value)
 
@@ -320,7 +322,8 @@ def map_vocabulary(checkpoint: dict, meta, cls_token_id: int | None = None) -> d
     if fmt == FORMAT_MMENGINE or "vocabulary_map" in up:
         if rows == meta.vocab_size:
             return checkpoint
-        raise CheckpointError(f"{source} has a {rows}-row embedding but the data dir's vocabulary has {meta.vocab_size} ids")
+        raise CheckpointError(f"{source} has a {rows}-row embedding but the data dir's vocabulary has "
+                              f"{meta.vocab_size} ids")
     if fmt == FORMAT_STATE_DICT or not isinstance(checkpoint.get("model_args"), dict):
         raise CheckpointError(f"{source} has no model_args, so its vocabulary layout cannot be told")
     vocab = dict(up["vocabulary"], rows=rows)
@@ -389,7 +392,8 @@ def _embedding_rows(checkpoint: dict) -> int | None:
     return None
 
 
-def ready_for_data(checkpoint: dict, data, what: str, *, cls_token_id: int | None = None, source: str | None = None) -> dict:
+def ready_for_data(checkpoint: dict, data, what: str, *, cls_token_id: int | None = None,
+                   source: str | None = None) -> dict:
     """:func:`prepare_for_data`, with an mmengine file's tokenizer fingerprint checked first (the clearer sentence).
 
     ``data`` is the data's DataDir (or its DataMeta); ``what`` names the use in a refusal ("cannot evaluate X").
@@ -397,7 +401,8 @@ def ready_for_data(checkpoint: dict, data, what: str, *, cls_token_id: int | Non
     from mmengine.fingerprint import check_fingerprint
 
     meta = getattr(data, "meta", data)
-    if recognise_format(checkpoint)[0] not in (FORMAT_EARLIER_TRAINER, FORMAT_NANOGPT) and not checkpoint.get("upstream"):
+    if (recognise_format(checkpoint)[0] not in (FORMAT_EARLIER_TRAINER, FORMAT_NANOGPT)
+            and not checkpoint.get("upstream")):
         check_fingerprint(checkpoint, data, what)
     return prepare_for_data(checkpoint, meta, cls_token_id=cls_token_id, source=source)
 
@@ -423,8 +428,8 @@ def prepare_for_data(checkpoint: dict, meta, *, cls_token_id: int | None = None,
     rows = _embedding_rows(checkpoint)
     saved_text = ((checkpoint.get("trainer") or {}).get("data_meta") or {}).get("text_vocab_size")
     if saved_text is not None and saved_text != meta.text_vocab_size:
-        raise CheckpointError(f"checkpoint {name} was trained on a text vocabulary of {saved_text} ids but the data dir "
-                              f"has {meta.text_vocab_size}; use the data dir it was trained on")
+        raise CheckpointError(f"checkpoint {name} was trained on a text vocabulary of {saved_text} ids but the data "
+                              f"dir has {meta.text_vocab_size}; use the data dir it was trained on")
     if rows is not None and rows != meta.vocab_size:
         raise CheckpointError(f"checkpoint {name} has a {rows}-row embedding but the data dir's vocabulary has "
                               f"{meta.vocab_size} ids; use the data dir it was trained on")

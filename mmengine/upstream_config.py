@@ -61,8 +61,8 @@ _DIRECT = {
     "wandb_log": "log.wandb", "wandb_project": "log.wandb_project",
 }
 # The earlier trainer's loss and batch recipes: [unmasking] keys of the same names, for a language model only.
-_UNMASKING_RECIPES = ("uncertainty_factor", "weight_loss_by_mask_ratio", "enable_entropy_penalty", "max_entropy_penalty",
-                      "entropy_penalty_start_iter")
+_UNMASKING_RECIPES = ("uncertainty_factor", "weight_loss_by_mask_ratio", "enable_entropy_penalty",
+                      "max_entropy_penalty", "entropy_penalty_start_iter")
 # Which training types read those recipes (None: the file does not say, so mmengine's default, unmasking).
 _RECIPE_READERS = (None, "unmasking")
 # Where the stage lists of a file go, by its training_type: a scorer masks for its LM's reconstructions,
@@ -232,7 +232,8 @@ class _Converter:
         table, _, key = dotted.partition(".")
         self.tables.setdefault(table, {})[key] = value
 
-    def stages(self, name: str, stages: Any, keep_stale: bool, why: str = "validation stages never advance") -> list[dict] | None:
+    def stages(self, name: str, stages: Any, keep_stale: bool,
+               why: str = "validation stages never advance") -> list[dict] | None:
         """The earlier trainer's stage dicts renamed to mmengine's stage keys (keys it never had listed)."""
         if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
             self.notes.unconvertible.append(f"{name} is not a list of stage dicts")
@@ -269,7 +270,8 @@ class _Converter:
             if isinstance(v["dataset"], str) and v["dataset"]:
                 self.put("data.dir", f"data/{v['dataset']}", "dataset")
                 self.notes.remarks.append(f"dataset '{v['dataset']}' -> data.dir 'data/{v['dataset']}', the source "
-                                          "trainer's folder: point it at that data dir (a nanoGPT data dir reads as it is)")
+                                          "trainer's folder: point it at that data dir "
+                                          "(a nanoGPT data dir reads as it is)")
             else:
                 self.notes.unconvertible.append(f"dataset = {v['dataset']!r} is not a dataset name")
         if "init_from" in v:
@@ -319,7 +321,8 @@ class _Converter:
         if kind not in _RECIPE_READERS:
             if "use_all_stages_for_training" in v and kind not in _STAGE_CONVERTERS:
                 present.append("use_all_stages_for_training")
-            self.notes.ignored += [f"{key} (a recipe of the language model; training_type is {kind!r})" for key in present]
+            self.notes.ignored += [f"{key} (a recipe of the language model; training_type is {kind!r})"
+                                   for key in present]
             return
         for key in present:
             self.put(f"unmasking.{key}", v[key], key)
@@ -327,7 +330,8 @@ class _Converter:
             for key, default in _EARLIER_DEFAULTS.items():
                 if key not in v:
                     self.put(f"unmasking.{key}", default, f"{key} (the earlier trainer's default)")
-                    self.notes.remarks.append(f"enable_entropy_penalty = True without {key}: its default there, {default}")
+                    self.notes.remarks.append(f"enable_entropy_penalty = True without {key}: "
+                                              f"its default there, {default}")
 
     def masking_stages(self) -> None:
         v = self.values
@@ -339,7 +343,8 @@ class _Converter:
             stages = self.stages("unmasking_stages", v["unmasking_stages"], keep_stale=True)
             if stages:
                 counts = {s.get("val_loss_stale_count") for s in stages}
-                if len(counts) == 1 and None not in counts and _schema_type("unmasking.val_loss_stale_count", self.schema):
+                if (len(counts) == 1 and None not in counts
+                        and _schema_type("unmasking.val_loss_stale_count", self.schema)):
                     # one count for every stage is what mmengine's single setting means
                     self.put("unmasking.val_loss_stale_count", counts.pop(), "unmasking_stages[*].val_loss_stale_count")
                     for s in stages:
@@ -369,13 +374,15 @@ class _Converter:
         v = self.values
         if "unmasking_model_checkpoint" in v:
             self.put("sequence_scoring.score_source", "reconstruction", "unmasking_model_checkpoint")
-            self.put("sequence_scoring.unmasking_model_checkpoint", v["unmasking_model_checkpoint"], "unmasking_model_checkpoint")
+            self.put("sequence_scoring.unmasking_model_checkpoint", v["unmasking_model_checkpoint"],
+                     "unmasking_model_checkpoint")
         if "unmasking_stages" in v:
-            stages = self.stages("unmasking_stages", v["unmasking_stages"], keep_stale=False, why="a scorer has no curriculum")
+            stages = self.stages("unmasking_stages", v["unmasking_stages"], keep_stale=False,
+                                 why="a scorer has no curriculum")
             if stages:
                 if not v.get("use_all_stages_for_training") and len(stages) > 1:
-                    self.notes.remarks.append(f"use_all_stages_for_training is not set, so its scorer masked with stage 0 "
-                                              f"only: sequence_scoring.stages keeps that one of {len(stages)}")
+                    self.notes.remarks.append("use_all_stages_for_training is not set, so its scorer masked with "
+                                              f"stage 0 only: sequence_scoring.stages keeps that one of {len(stages)}")
                     stages = stages[:1]
                 self.put_stages("sequence_scoring.stages", stages, "unmasking_stages")
         if "validation_stages" in v:
@@ -387,7 +394,8 @@ class _Converter:
                                       "sequence_scoring.stages")
 
 
-def convert_assignments(values: dict[str, Any], skipped: list[str] | None, schema: dict[str, type]) -> tuple[dict, ConversionNotes]:
+def convert_assignments(values: dict[str, Any], skipped: list[str] | None,
+                        schema: dict[str, type]) -> tuple[dict, ConversionNotes]:
     """(tables, notes) for assignments already read (see :func:`read_assignments`), against ``schema``
     (table name -> dataclass, i.e. ``mmengine.config.TABLES``)."""
     fmt = "earlier trainer" if _EARLIER_TRAINER_KEYS & values.keys() else "nanoGPT"

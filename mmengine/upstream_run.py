@@ -38,11 +38,13 @@ _WTE = "transformer.wte.weight"
 
 
 def resume_path(out_dir) -> Path | None:
-    """``out_dir/ckpt.pt``; else the iteration-numbered ``ckpt_<kind>_<iter>.pt`` with the highest iteration; else None."""
+    """``out_dir/ckpt.pt``; else the iteration-numbered ``ckpt_<kind>_<iter>.pt`` with the highest iteration;
+    else None."""
     out_dir = Path(out_dir)
     if (out_dir / "ckpt.pt").is_file():
         return out_dir / "ckpt.pt"
-    numbered = [(int(m.group(1)), p) for p in out_dir.glob("ckpt_*.pt") if (m := _NUMBERED.fullmatch(p.name)) and p.is_file()]
+    numbered = [(int(m.group(1)), p) for p in out_dir.glob("ckpt_*.pt")
+                if (m := _NUMBERED.fullmatch(p.name)) and p.is_file()]
     return max(numbered)[1] if numbered else None
 
 
@@ -65,7 +67,8 @@ def _curriculum_state(context: Any) -> dict:
     if not isinstance(context, dict) or not isinstance(context.get("current_stage"), int):
         return {}
     best = context.get("best_val_loss_for_stage")
-    best = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) and math.isfinite(best) else None
+    best = (float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) and math.isfinite(best)
+            else None)
     return {"curriculum": {"index": int(context["current_stage"]), "best": best,
                            "stale": int(context.get("val_loss_stale_count") or 0)}}
 
@@ -103,7 +106,8 @@ def map_optimizer_state(checkpoint: dict, model, optimizer) -> tuple[dict | None
         return None, "the file holds no optimizer state"
     groups = foreign["param_groups"]
     if len(groups) != 2:
-        return None, f"its optimizer has {len(groups)} parameter groups, not the two (decay, no decay) of nanoGPT's layout"
+        return None, (f"its optimizer has {len(groups)} parameter groups, not the two (decay, no decay) of "
+                      "nanoGPT's layout")
     sizes = [len(g.get("params", [])) for g in groups]
     by_id: dict[int, str] = {}
     # the trainable parameters when the optimizer was made: all of them, or the head alone (a frozen trunk)
@@ -188,7 +192,8 @@ def run_settings(checkpoint: dict, source: str = "checkpoint") -> list[tuple[str
         if classes == 2:
             out.append(("train.training_type", "remasking_binary"))
         else:
-            out += [("train.training_type", "token_classification"), ("token_classification.num_token_classes", classes)]
+            out += [("train.training_type", "token_classification"),
+                    ("token_classification.num_token_classes", classes)]
     else:
         out.append(("train.training_type", "sequence_scoring"))
     out.append(("data.block_size", int(args["block_size"])))

@@ -49,14 +49,16 @@ def test_round_trip_reproduces_logits_and_state(tmp_path, mode):
     m = model(mode)
     opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     m.train()
-    target = {"language_model": idx(seed=5), "token_classifier": idx(seed=5) % 3, "sequence_scorer": torch.rand(2)}[mode]
+    target = {"language_model": idx(seed=5), "token_classifier": idx(seed=5) % 3,
+              "sequence_scorer": torch.rand(2)}[mode]
     m(idx(), target)[1].backward()
     opt.step()
     path = save_checkpoint(tmp_path / "ckpt.pt", m, opt, iter_num=7, best_val_loss=1.25,
                            config={"lr": 1e-3}, sampler={"epoch": 1, "position": 4})
     raw = torch.load(path, weights_only=True)  # plain values only
     assert raw["model_args"]["mode"] == mode and isinstance(raw["model_args"]["mode"], str)
-    assert (raw["iter_num"], raw["best_val_loss"], raw["config"], raw["sampler"]) == (7, 1.25, {"lr": 1e-3}, {"epoch": 1, "position": 4})
+    assert ((raw["iter_num"], raw["best_val_loss"], raw["config"], raw["sampler"])
+            == (7, 1.25, {"lr": 1e-3}, {"epoch": 1, "position": 4}))
     loaded = load_model(path)
     torch.testing.assert_close(logits(loaded), logits(m), rtol=0, atol=0)
     opt2 = loaded.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
@@ -130,7 +132,8 @@ def test_save_fsyncs_the_data_before_the_rename(tmp_path, monkeypatch):
     events = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_size)), real_fsync(fd)))
-    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", os.path.dirname(a))), real_replace(a, b)))
+    monkeypatch.setattr(os, "replace",
+                        lambda a, b: (events.append(("replace", os.path.dirname(a))), real_replace(a, b)))
     path = save_checkpoint(tmp_path / "ckpt.pt", model())
     size = path.stat().st_size
     # the whole file reaches the disk, then the rename happens in the same folder (then the folder is synced)
@@ -169,7 +172,8 @@ def _corrupt_middle(path, good):
 BAD_FILES = [
     ("empty.pt", lambda p, good: p.write_bytes(b""), "is empty"),
     ("notes.pt", lambda p, good: p.write_text("hello, not a checkpoint\n"), "cannot be read"),
-    ("archive.pt", lambda p, good: _zip_of_text(p), "cannot be read; it is truncated, corrupt or not a torch checkpoint"),
+    ("archive.pt", lambda p, good: _zip_of_text(p),
+     "cannot be read; it is truncated, corrupt or not a torch checkpoint"),
     ("corrupt.pt", _corrupt_middle, "is corrupt: the bytes of its record .* do not match the checksum"),
     ("unsafe.pt", lambda p, good: torch.save({"model": {}, "thing": Foreign()}, p),
      "holds objects other than tensors.*Foreign"),

@@ -50,7 +50,8 @@ def test_the_issues_tables_and_fields():
     listed = {"run": "out_dir seed device dtype compile init_from",
               "data": "dir block_size batch_size use_paragraph_boundaries separator",
               "model": "n_layer n_head n_embd dropout bias attention_type use_rope attention_backend loss_backend",
-              "train": "training_type max_iters eval_interval eval_iters log_interval gradient_accumulation_steps grad_clip",
+              "train": "training_type max_iters eval_interval eval_iters log_interval gradient_accumulation_steps "
+                       "grad_clip",
               "optim": "learning_rate min_lr warmup_iters lr_decay_iters weight_decay beta1 beta2",
               "transfer": "init_from_checkpoint freeze_transformer unfreeze_at_iteration unfreeze_lr_multiplier",
               "unmasking": "", "token_classification": "", "sequence_scoring": "", "log": "",
@@ -73,7 +74,8 @@ def test_precedence_cli_over_file_over_defaults(tmp_path):
 
 
 def test_cli_values_are_toml_values():
-    cfg = load_config(["--unmasking.stages=[{type=\"random\", max_masked_ratio=0.5}, {type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}]",
+    cfg = load_config(["--unmasking.stages=[{type=\"random\", max_masked_ratio=0.5}, "
+                       "{type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}]",
                        "--run.out_dir=out/lm", "--optim.learning_rate", "1e-3", "--run.compile"])
     assert cfg.unmasking.stages[0] == {"type": "random", "max_masked_ratio": 0.5}
     assert cfg.unmasking.stages[1]["type"] == "sticky"
@@ -108,7 +110,8 @@ def test_legacy_command_line_of_the_issue(tmp_path):
                        "--attention_type=bidirectional", "--block_size=512", "--max_iters=5000"])
     assert [k["type"] for k in cfg.token_classification.corruption] == ["random", "swap"]
     assert cfg.transfer.unfreeze_lr_multiplier == 0.1 and cfg.model.attention_type == "bidirectional"
-    assert load_config(["--training_type=remasking_binary"]).token_classification.corruption == [{"type": "random", "rate": 0.15}]
+    assert (load_config(["--training_type=remasking_binary"]).token_classification.corruption
+            == [{"type": "random", "rate": 0.15}])
     with pytest.raises(ConfigError, match="list them in token_classification.corruption"):
         load_config(["--training_type=token_classification", "--num_token_classes=6"])
 
@@ -118,7 +121,8 @@ def test_ignored_settings_and_resume_without_the_transfer_source(tmp_path):
 
     cfg = load_config(["--token_classification.label_source=labels", "--sequence_scoring.max_corruption_rate=0.3"])
     assert ignored_settings(cfg) == ["token_classification.label_source", "sequence_scoring.max_corruption_rate"]
-    assert ignored_settings(load_config(["--training_type=sequence_scoring", "--sequence_scoring.max_corruption_rate=0.3"])) == []
+    assert ignored_settings(load_config(["--training_type=sequence_scoring",
+                                         "--sequence_scoring.max_corruption_rate=0.3"])) == []
     # on resume the trunk is in ckpt.pt; the transfer source may have been deleted since
     (tmp_path / "ckpt.pt").write_bytes(b"x")
     load_config([f"--run.out_dir={tmp_path}", "--run.init_from=resume", "--init_from_checkpoint=gone.pt",
@@ -160,9 +164,13 @@ def test_legacy_flat_flags(tmp_path):
     (["--unmasking.stages=[{tpe=\"random\"}]"], "unmasking.stages[0]"),
     (["--training_type=sequence_scoring", "--attention_type=causal"], "bidirectional"),
     (["--optim.min_lr=1.0"], "must not exceed"),
-    (["--training_type=token_classification", "--token_classification.corruption=[{type=\"rnd\", rate=0.1}]"], "corruption[0]"),
-    (["--training_type=token_classification", "--token_classification.corruption=[{type=\"lm\", rate=0.1}]"], "lm_checkpoint"),
-    (["--training_type=token_classification", "--token_classification.corruption=[{type=\"random\", rate=0.1, rate_start=0.8, ramp_iters=9}, {type=\"swap\", rate=0.3}]"],
+    (["--training_type=token_classification", "--token_classification.corruption=[{type=\"rnd\", rate=0.1}]"],
+     "corruption[0]"),
+    (["--training_type=token_classification", "--token_classification.corruption=[{type=\"lm\", rate=0.1}]"],
+     "lm_checkpoint"),
+    (["--training_type=token_classification",
+      "--token_classification.corruption=[{type=\"random\", rate=0.1, rate_start=0.8, ramp_iters=9}, "
+      "{type=\"swap\", rate=0.3}]"],
      "sum to 1.1 at iteration 0"),
 ])
 def test_bad_values_are_one_sentence(argv, fragment):
@@ -188,7 +196,8 @@ def test_file_errors(tmp_path):
 
 
 def test_toml_round_trip():
-    cfg = load_config(["--unmasking.stages=[{type=\"span\", target_masked_ratio=0.3, span_length=4.0}]", "--run.seed=7"])
+    cfg = load_config(["--unmasking.stages=[{type=\"span\", target_masked_ratio=0.3, span_length=4.0}]",
+                       "--run.seed=7"])
     text = to_toml(cfg, comments=True)
     again = from_dict(tomllib.loads(text))
     assert again == cfg

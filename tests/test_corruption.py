@@ -55,7 +55,8 @@ def test_corruptor_errors():
     rates=st.lists(st.floats(0.0, 0.3), min_size=3, max_size=3), seed=st.integers(0, 2**31),
 )
 def test_labels_describe_changes(B, T, V, rates, seed):
-    kinds = [{"type": "random", "rate": rates[0]}, {"type": "swap", "rate": rates[1]}, {"type": "repeat", "rate": rates[2]}]
+    kinds = [{"type": "random", "rate": rates[0]}, {"type": "swap", "rate": rates[1]},
+             {"type": "repeat", "rate": rates[2]}]
     c = Corruptor(kinds, V)
     x = rng(seed).integers(0, V, (B, T))
     out, labels = c.corrupt(x, rng(seed + 1))
@@ -137,7 +138,8 @@ def test_lm_kind_uses_sampler_and_labels_only_changes():
     out2, labels2 = c2.corrupt(np.ones((2, 20), dtype=np.int64), rng())
     assert ((labels2 == 1) == (out2 == 0)).all()
     with pytest.raises(ValueError, match="returned shape"):
-        Corruptor([{"type": "lm", "rate": 0.5}], 10, lm_sampler=lambda x, p: np.zeros(3)).corrupt(np.ones((2, 20)), rng())
+        Corruptor([{"type": "lm", "rate": 0.5}], 10,
+                  lm_sampler=lambda x, p: np.zeros(3)).corrupt(np.ones((2, 20)), rng())
     with pytest.raises(ValueError, match="outside the text vocabulary"):
         Corruptor([{"type": "lm", "rate": 0.5}], 10, lm_sampler=lambda x, p: x + 100).corrupt(np.ones((2, 20)), rng())
 

@@ -447,7 +447,8 @@ def test_default_data_dir_prepares_once(tmp_path):
 
 def test_default_data_dir_two_processes_race(tmp_path):
     code = (
-        "import sys; from mmengine.data.dataset import DataDir; from mmengine.data.preparation import default_data_dir; "
+        "import sys; from mmengine.data.dataset import DataDir; "
+        "from mmengine.data.preparation import default_data_dir; "
         "d = default_data_dir(sys.argv[1]); print(len(DataDir.open(d).tokens('train')))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

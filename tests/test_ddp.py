@@ -23,7 +23,8 @@ def argv(data_dir, out_dir, *extra):
             "--model.n_head=2", "--data.block_size=32", "--data.batch_size=4", "--train.eval_iters=2",
             "--train.log_interval=1", "--train.eval_interval=3", "--optim.warmup_iters=2", "--optim.lr_decay_iters=9",
             "--log.sample_tokens=0", "--log.progress=false", "--unmasking.val_loss_stale_count=1",
-            "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, {type=\"random\", max_masked_ratio=0.9}]", *extra]
+            "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, "
+            "{type=\"random\", max_masked_ratio=0.9}]", *extra]
 
 
 def test_ranks_draw_disjoint_windows(data_dir):
@@ -106,18 +107,21 @@ def test_two_process_transfer_and_unfreeze(data_dir, tmp_path):
     with its gradients averaged over the ranks, so both ranks hold the same weights."""
     from mmengine.train import train
 
-    lm = train(load_config(argv(data_dir, tmp_path / "lm", "--train.max_iters=2", "--train.eval_interval=2"))).checkpoint
+    lm = train(load_config(argv(data_dir, tmp_path / "lm", "--train.max_iters=2",
+                                "--train.eval_interval=2"))).checkpoint
     out = tmp_path / "tc"
     script = tmp_path / "ranks_agree.py"
     script.write_text(RANKS_AGREE)
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-                        *argv(data_dir, out, "--train.training_type=remasking_binary", "--train.max_iters=4",
-                              f"--transfer.init_from_checkpoint={lm}", "--transfer.freeze_transformer=true",
-                              "--transfer.unfreeze_at_iteration=2")], capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(script), *argv(data_dir, out, "--train.training_type=remasking_binary",
+                                           "--train.max_iters=4", f"--transfer.init_from_checkpoint={lm}",
+                                           "--transfer.freeze_transformer=true", "--transfer.unfreeze_at_iteration=2")],
+                       capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, failure(p)
     assert float(p.stdout.split("ranks differ by")[1].split()[0]) == 0.0, p.stdout
     recs, _ = train_losses(out)
     assert [r["iter"] for r in recs if r.get("event") == "unfreeze"] == [2]
     src, ck = torch.load(lm, weights_only=True), torch.load(out / "ckpt.pt", weights_only=True)
     assert ck["trainer"]["freeze"]["unfrozen_at"] == 2
-    assert not torch.equal(ck["model"]["transformer.h.0.attn.c_attn.weight"], src["model"]["transformer.h.0.attn.c_attn.weight"])
+    assert not torch.equal(ck["model"]["transformer.h.0.attn.c_attn.weight"],
+                           src["model"]["transformer.h.0.attn.c_attn.weight"])

@@ -194,7 +194,8 @@ def test_integer_arguments_take_python_and_numpy_integers(function, name, call):
     expected = call(3)
     for ok in (np.int64(3), np.int32(3), np.uint8(3), np.array(3)):
         got = call(ok)
-        for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+        for g, e in zip(got if isinstance(got, tuple) else (got,),
+                        expected if isinstance(expected, tuple) else (expected,)):
             np.testing.assert_array_equal(g, e)
     with pytest.raises(ValueError, match=rf"^{name} must fit in int64"):
         call(2**70)
@@ -257,7 +258,8 @@ def test_big_endian_index_arrays_are_read_by_value():
     np.testing.assert_array_equal(fl.gather_windows(_TOK, starts, 2), [[3, 4], [7, 8]])
     sep = np.array([5], dtype=">u4")
     np.testing.assert_array_equal(fl.paragraph_starts(_TOK, sep, 2), paragraph_starts_reference(_TOK, [5], 2))
-    x, _ = fl.gather_documents(_TOK, np.array([0, 4, 9], dtype=">i4"), np.array([1], dtype=">u2"), 3, cls_id=1, pad_id=2)
+    x, _ = fl.gather_documents(_TOK, np.array([0, 4, 9], dtype=">i4"), np.array([1], dtype=">u2"), 3, cls_id=1,
+                               pad_id=2)
     assert x.tolist() == [[1, 4, 5]]
 
 
@@ -578,7 +580,8 @@ def test_fuzz_random_inputs_never_crash():
 
 
 def test_fastloader_does_not_import_torch():
-    code = "import sys, mmengine.data.fastloader, mmengine.data.reference, mmengine.data.sampler; assert 'torch' not in sys.modules, 'torch imported'"
+    code = ("import sys, mmengine.data.fastloader, mmengine.data.reference, mmengine.data.sampler; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 

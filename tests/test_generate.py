@@ -177,7 +177,8 @@ def test_inspector_remasks_what_it_points_at_and_revealed_tokens_are_rewritten()
              VOCAB, inspector=even)
     for after in rec.inputs[1:6]:
         assert not (after == VOCAB.mask_id)[:, 1::2].any()  # odd positions are never pointed at
-    remasked_later = [((b != VOCAB.mask_id) & (a == VOCAB.mask_id)).any() for b, a in zip(rec.inputs[1:5], rec.inputs[2:6])]
+    remasked_later = [((b != VOCAB.mask_id) & (a == VOCAB.mask_id)).any()
+                      for b, a in zip(rec.inputs[1:5], rec.inputs[2:6])]
     assert any(remasked_later)  # tokens revealed in an earlier step were masked again
     assert all(x.shape[1] == 16 and (x != VOCAB.mask_id).all() for x in even.seen)  # the inspector never sees [MASK]
 
@@ -211,7 +212,8 @@ def test_mixed_runs_and_min_random_one_ignores_the_inspector():
     b = generate(lm, cfg(remasking="mixed", min_random=1.0, num_samples=2), VOCAB,
                  inspector=StubInspector(lambda x: torch.zeros_like(x)))
     assert [s.ids for s in a] == [s.ids for s in b]
-    c = generate(lm, cfg(remasking="mixed", min_random=0.0, num_samples=2), VOCAB, inspector=StubInspector(lambda x: x < 8))
+    c = generate(lm, cfg(remasking="mixed", min_random=0.0, num_samples=2), VOCAB,
+                 inspector=StubInspector(lambda x: x < 8))
     assert [s.ids for s in c] != [s.ids for s in b]
 
 
@@ -342,12 +344,14 @@ def test_a_mismatched_inspector_is_refused_in_one_sentence(tmp_path):
     with pytest.raises(UserError, match="rows") as info:
         Inspector(gpt("token_classifier", vocab_size=30), VOCAB)
     assert "\n" not in str(info.value)
-    other = save_checkpoint(tmp_path / "other.pt", gpt("token_classifier"), trainer={"data_meta": {"text_vocab_size": 12}})
+    other = save_checkpoint(tmp_path / "other.pt", gpt("token_classifier"),
+                            trainer={"data_meta": {"text_vocab_size": 12}})
     with pytest.raises(UserError, match="text vocabulary of 12 tokens"):
         Inspector.from_checkpoint(other, VOCAB)
     with pytest.raises(UserError, match="not a token_classifier"):
         Inspector.from_checkpoint(save_checkpoint(tmp_path / "lm.pt", gpt()), VOCAB)
-    same = save_checkpoint(tmp_path / "same.pt", gpt("token_classifier"), trainer={"data_meta": {"text_vocab_size": 16}})
+    same = save_checkpoint(tmp_path / "same.pt", gpt("token_classifier"),
+                           trainer={"data_meta": {"text_vocab_size": 16}})
     assert Inspector.from_checkpoint(same, VOCAB).p_wrong(torch.zeros(2, 5, dtype=torch.long)).shape == (2, 5)
 
 

@@ -32,10 +32,10 @@ def test_every_field_has_a_help_sentence_and_a_plain_type():
         assert f.metadata["help"].strip(), f.name
         assert f.type in ("int", "float", "bool", "str", "list"), f.name
         assert f.default is not MISSING or f.default_factory is not MISSING
-    pinned = ["num_samples", "length", "steps", "schedule", "custom_schedule", "start_ratio", "end_ratio", "temperature",
-              "top_k", "top_p", "repetition_penalty", "repetition_window", "remasking", "randomness", "threshold",
-              "min_random", "check_every", "block_length", "best_of", "inspector", "judge", "judge_direction", "prompt",
-              "infill", "seed", "out", "device", "progress"]
+    pinned = ["num_samples", "length", "steps", "schedule", "custom_schedule", "start_ratio", "end_ratio",
+              "temperature", "top_k", "top_p", "repetition_penalty", "repetition_window", "remasking", "randomness",
+              "threshold", "min_random", "check_every", "block_length", "best_of", "inspector", "judge",
+              "judge_direction", "prompt", "infill", "seed", "out", "device", "progress"]
     assert set(pinned) <= {f.name for f in fields(SampleConfig)}
     assert SampleConfig().validate() is not None
 

@@ -136,7 +136,8 @@ def test_classify_texts_and_their_terminal_rendering(trained):
             assert len(t["probs"]) == 3 and sum(t["probs"]) == pytest.approx(1.0, abs=1e-5)
             assert t["class"] == int(np.argmax(t["probs"]))
     json.dumps(out)
-    result = {"text": "abc", "tokens": [{"text": "a", "class": 0}, {"text": "b", "class": 1}, {"text": "c", "class": 2}]}
+    result = {"text": "abc",
+              "tokens": [{"text": "a", "class": 0}, {"text": "b", "class": 1}, {"text": "c", "class": 2}]}
     shown = render_classified(result)
     assert shown == "a\033[31mb\033[0m\033[33mc\033[0m"
     assert render_classified(result, colour=False) == "abc"

@@ -70,7 +70,8 @@ def test_mmengine_checkpoint(tmp_path):
 
 
 def test_nanogpt_checkpoint(tmp_path):
-    config = GPTConfig(block_size=8, vocab_size=65, n_layer=1, n_head=2, n_embd=8, use_rope=False, attention_type="causal")
+    config = GPTConfig(block_size=8, vocab_size=65, n_layer=1, n_head=2, n_embd=8, use_rope=False,
+                       attention_type="causal")
     state = {f"_orig_mod.{k}": v for k, v in GPT(config).state_dict().items()}
     path = tmp_path / "ckpt.pt"
     torch.save({"model": state, "optimizer": None, "iter_num": 5000, "best_val_loss": torch.tensor(1.47),
@@ -86,7 +87,8 @@ def test_nanogpt_checkpoint(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    path = save_checkpoint(tmp_path / "ckpt.pt", GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8)))
+    path = save_checkpoint(tmp_path / "ckpt.pt",
+                           GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8)))
     assert main([str(path)]) == 0
     assert "format        mmengine" in capsys.readouterr().out
     assert main([str(path), "--json"]) == 0

@@ -179,7 +179,8 @@ def test_imports_from_the_installed_layout(tmp_path):
         "print(json.dumps({'file': K.__file__, 'sub': R.__file__, 'bare': 'kernels' in sys.modules,"
         " 'hook': any(type(f).__name__ == '_SourceKernelsFinder' for f in sys.meta_path)}))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(out["file"]).resolve() == (site / "mmengine" / "kernels" / "__init__.py").resolve()

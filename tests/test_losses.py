@@ -109,7 +109,8 @@ def test_any_integer_target_dtype_is_accepted():
     want = losses.class_balanced_cross_entropy(logits, targets)
     for dtype in (torch.int32, torch.int16, torch.int8):
         torch.testing.assert_close(losses.class_balanced_cross_entropy(logits, targets.to(dtype)), want)
-        torch.testing.assert_close(losses.cross_entropy(logits, targets.to(dtype)), losses.cross_entropy(logits, targets))
+        torch.testing.assert_close(losses.cross_entropy(logits, targets.to(dtype)),
+                                   losses.cross_entropy(logits, targets))
 
 
 def test_losses_need_no_host_sync(monkeypatch):

@@ -43,7 +43,8 @@ def test_from_dict_defaults_and_roundtrip():
 @pytest.mark.parametrize(
     "d, exc, msg",
     [
-        ({"type": "random", "max_mask_ratio": 0.5}, ValueError, r"unknown masking stage key.*max_mask_ratio.*valid keys"),
+        ({"type": "random", "max_mask_ratio": 0.5}, ValueError,
+         r"unknown masking stage key.*max_mask_ratio.*valid keys"),
         ({"type": "blocky"}, ValueError, "must be one of random, sticky, span"),
         ({"type": 3}, TypeError, "type must be a string"),
         ({"type": "random", "max_masked_ratio": 0.0}, ValueError, r"max_masked_ratio must be in \(0, 1\]"),
@@ -145,7 +146,10 @@ def test_sticky_matches_the_step_by_step_definition(T, ratio, p1, p2):
     got = make_mask(stage, (N, T), rng(1))
     ref = sticky_reference(stage.masked_count(T), p1, p2, N, T, rng(2))
     code = 1 << np.arange(T)
-    hist = lambda m: np.bincount(m.astype(np.int64) @ code, minlength=1 << T) / N
+
+    def hist(m):
+        return np.bincount(m.astype(np.int64) @ code, minlength=1 << T) / N
+
     assert 0.5 * np.abs(hist(got) - hist(ref)).sum() < 0.035
 
 
@@ -153,7 +157,10 @@ def test_sticky_makes_longer_runs_than_random():
     T = 512
     sticky = make_mask(MaskingStage(type="sticky", target_masked_ratio=0.3, p1=0.01, p2=0.7), (32, T), rng(1))
     iid = rng(2).random((32, T)) < 0.3
-    mean_run = lambda m: np.mean(np.concatenate([runs(r) for r in m]))
+
+    def mean_run(m):
+        return np.mean(np.concatenate([runs(r) for r in m]))
+
     assert mean_run(sticky) > 2 * mean_run(iid)
 
 
@@ -273,7 +280,8 @@ def test_continuous_time_offsets_fill_strata_across_steps():
     # With step given, the offset inside the strata follows the golden-ratio sequence: 100
     # consecutive batches leave no gap much wider than 1/100 (i.i.d. offsets leave ~5/100).
     B, eps, n = 8, 1e-3, 100
-    offsets = np.sort([(continuous_time_mask((B, 1), rng(0), eps=eps, step=k)[1][0] - eps) / (1 - eps) * B for k in range(n)])
+    offsets = np.sort([(continuous_time_mask((B, 1), rng(0), eps=eps, step=k)[1][0] - eps) / (1 - eps) * B
+                       for k in range(n)])
     assert np.diff(np.concatenate([offsets, [offsets[0] + 1]])).max() < 3.0 / n
 
 
@@ -312,7 +320,10 @@ def _estimates(maker, m, B, T, n, seed):
 def test_exact_count_and_bernoulli_estimate_the_same_nelbo():
     # NELBO / T = E_{k ~ U{1..T}} [m(k)] for any m: checked against the closed form for both estimators
     T, B = 16, 32
-    m = lambda k: 0.5 + 3.0 * (np.asarray(k) / T) ** 2  # CE grows as context disappears
+
+    def m(k):  # CE grows as context disappears
+        return 0.5 + 3.0 * (np.asarray(k) / T) ** 2
+
     exact = np.mean(m(np.arange(1, T + 1)))
     counts = _estimates(exact_count_mask, m, B, T, 200, 0)
     bern = _estimates(lambda shape, g: continuous_time_mask(shape, g, eps=1e-4), m, B, T, 200, 0)
@@ -450,7 +461,8 @@ def test_mixed_batches_split_rows_evenly_remainder_first(B, n):
 
 
 def test_mixed_mask_rows_follow_their_stage_and_the_order_is_shuffled():
-    stages = [MaskingStage(type="sticky", target_masked_ratio=0.25), MaskingStage(type="sticky", target_masked_ratio=0.75)]
+    stages = [MaskingStage(type="sticky", target_masked_ratio=0.25),
+              MaskingStage(type="sticky", target_masked_ratio=0.75)]
     orders = set()
     for seed in range(20):
         mask, stage = make_mixed_mask(stages, (6, 40), rng(seed))

@@ -128,7 +128,8 @@ def test_each_spec_checks_its_own_settings(argv, fragment):
 
 
 def test_attention_auto_is_what_the_mode_needs(data_dir):
-    for tt, want in [("unmasking", "bidirectional"), ("autoregressive", "causal"), ("sequence_scoring", "bidirectional")]:
+    for tt, want in [("unmasking", "bidirectional"), ("autoregressive", "causal"),
+                     ("sequence_scoring", "bidirectional")]:
         cfg, spec = spec_for(data_dir, f"--training_type={tt}")
         assert cfg.model.attention_type == "auto" and model_config(cfg, spec, spec.meta).attention_type == want
     cfg, spec = spec_for(data_dir, "--model.attention_type=causal")  # a causal masked LM stays possible
@@ -209,7 +210,8 @@ def test_autoregressive_loss_is_next_token_cross_entropy_and_ppl_is_exact(data_d
 
 
 def test_unmasking_metrics_per_stage_and_bound(data_dir):
-    cfg, spec = spec_for(data_dir, "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, {type=\"random\", max_masked_ratio=0.9}]")
+    cfg, spec = spec_for(data_dir, "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, "
+                                   "{type=\"random\", max_masked_ratio=0.9}]")
     out = spec.metrics([("stage0", None, 1.0), ("stage0", None, 3.0), ("stage1", None, 4.0)])
     assert out["loss_stage0"] == 2.0 and out["loss_stage1"] == 4.0 and out["loss"] == 3.0 and out["stage"] == 0
     cfg, spec = spec_for(data_dir, "--unmasking.objective=continuous_time")

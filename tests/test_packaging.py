@@ -64,7 +64,8 @@ def test_wheel_from_clean_clone_with_build_isolation(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
     headers = zipfile.ZipFile(wheel).read(metadata).decode().split("\n\n")[0].splitlines()
-    assert "Name: mmengine-diffusion" in headers and any(h.startswith("Summary: " + _distribution.OUR_SUMMARY) for h in headers)
+    assert "Name: mmengine-diffusion" in headers and any(h.startswith("Summary: " + _distribution.OUR_SUMMARY)
+                                                         for h in headers)
     assert any(n.startswith("mmengine/_fastloader") and n.endswith((".so", ".pyd")) for n in names), names
     assert "mmengine/assets/tinyshakespeare.txt" in names
     assert "mmengine/kernels/__init__.py" in names
@@ -167,7 +168,8 @@ def test_import_refuses_openmmlab_files_mixed_into_ours(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mmengine.prepare", "in.txt", "--out", "out"], check=False,
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith("error: the mmengine package in") and "pip uninstall mmengine mmengine-diffusion" in proc.stderr
+    assert (proc.stderr.startswith("error: the mmengine package in")
+            and "pip uninstall mmengine mmengine-diffusion" in proc.stderr)
 
 
 @pytest.mark.slow

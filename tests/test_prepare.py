@@ -55,7 +55,8 @@ def test_char_text_roundtrip_and_nanogpt_split(tmp_path):
     chars = sorted(set(text))
     assert meta.text_vocab_size == len(chars)
     assert meta.vocab_size == len(chars) + 4
-    assert meta.special_ids == {"[MASK]": len(chars), "[CLS]": len(chars) + 1, "[PAD]": len(chars) + 2, "[SEP]": len(chars) + 3}
+    assert meta.special_ids == {"[MASK]": len(chars), "[CLS]": len(chars) + 1, "[PAD]": len(chars) + 2,
+                                "[SEP]": len(chars) + 3}
     assert meta.token_dtype == "uint16"
     n_train = int(len(text) * 0.9)  # nanoGPT's split
     tok = dd.tokenizer
@@ -264,7 +265,7 @@ def test_force_replaces_only_a_data_dir(tmp_path, files, shown):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).mkdir() if text is None else (out / name).write_text(text)
     before = _snapshot(tmp_path)
-    with pytest.raises(PrepareError, match=rf"--force replaces only a data dir or an empty folder, and .*out is neither "
+    with pytest.raises(PrepareError, match=r"--force replaces only a data dir or an empty folder, and .*out is neither "
                        rf"\({shown}\); nothing was deleted"):
         prepare_text([src], out, force=True)
     assert _snapshot(tmp_path) == before  # no temp dir left either
@@ -406,7 +407,8 @@ def test_bpe_pieces_preserve_tokenisation(bpe_tok, chunk_chars):
 def test_bpe_pieces_any_text(bpe_tok, text):
     pieces = list(bpe_tok.pieces(text, 1))
     assert "".join(pieces) == text
-    assert [i for p in pieces for i in bpe_tok.encode_with_offsets(p)[0].tolist()] == bpe_tok.encode_with_offsets(text)[0].tolist()
+    assert ([i for p in pieces for i in bpe_tok.encode_with_offsets(p)[0].tolist()]
+            == bpe_tok.encode_with_offsets(text)[0].tolist())
 
 
 # ----------------------------------------------------------------------------- JSONL scores

@@ -19,8 +19,8 @@ from mmengine.modes.unmasking import RECIPE_KEY, smoothed_token_loss, wrong_answ
 from mmengine.train import train
 from mmengine.transfer import model_config
 
-STAGES3 = ("--unmasking.stages=[{type=\"sticky\", target_masked_ratio=0.25}, {type=\"sticky\", target_masked_ratio=0.5}, "
-           "{type=\"sticky\", target_masked_ratio=0.75}]")
+STAGES3 = ("--unmasking.stages=[{type=\"sticky\", target_masked_ratio=0.25}, "
+           "{type=\"sticky\", target_masked_ratio=0.5}, {type=\"sticky\", target_masked_ratio=0.75}]")
 
 
 @pytest.fixture(scope="module")
@@ -289,14 +289,16 @@ class FillWith:
 
 RECON = ["--training_type=sequence_scoring", "--sequence_scoring.score_source=reconstruction",
          "--sequence_scoring.unmasking_model_checkpoint=lm.pt",
-         "--sequence_scoring.stages=[{type=\"sticky\", target_masked_ratio=0.25}, {type=\"sticky\", target_masked_ratio=0.5}]"]
+         "--sequence_scoring.stages=[{type=\"sticky\", target_masked_ratio=0.25}, "
+         "{type=\"sticky\", target_masked_ratio=0.5}]"]
 
 
 @pytest.mark.parametrize("label", ["rewritten", "wrong"])
 def test_reconstruction_labels(data_dir, label):
     cfg = load_config([f"--data.dir={data_dir}", "--data.block_size=17", "--data.batch_size=6", *RECON,
                        f"--sequence_scoring.reconstruction_label={label}"], check_paths=False)
-    lm = FillWith(token=int(np.bincount(open_data(cfg).tokens("train")[:10_000]).argmax()))  # the commonest: often right
+    # the commonest: often right
+    lm = FillWith(token=int(np.bincount(open_data(cfg).tokens("train")[:10_000]).argmax()))
     spec = modes.SequenceScoringMode(cfg, open_data(cfg), reconstruction_lm=lm)
     b = spec.build_batch("train", np.arange(6), rng(4), 0, None)
     original = spec.windows("train").gather(np.arange(6))
@@ -337,11 +339,14 @@ def test_reconstruction_settings_are_checked():
 
 
 def test_a_judge_trains_on_its_lms_reconstructions(data_dir, tmp_path):
-    tiny = [f"--data.dir={data_dir}", "--model.n_layer=1", "--model.n_embd=16", "--model.n_head=2", "--data.block_size=16",
-            "--data.batch_size=4", "--train.eval_iters=1", "--log.progress=false", "--log.sample_tokens=0"]
-    lm = train(load_config([*tiny, f"--run.out_dir={tmp_path / 'lm'}", "--train.max_iters=4", "--train.eval_interval=4"]))
-    judge = train(load_config([*tiny, f"--run.out_dir={tmp_path / 'judge'}", "--train.max_iters=4", "--train.eval_interval=2",
-                               "--training_type=sequence_scoring", "--sequence_scoring.score_source=reconstruction",
+    tiny = [f"--data.dir={data_dir}", "--model.n_layer=1", "--model.n_embd=16", "--model.n_head=2",
+            "--data.block_size=16", "--data.batch_size=4", "--train.eval_iters=1", "--log.progress=false",
+            "--log.sample_tokens=0"]
+    lm = train(load_config([*tiny, f"--run.out_dir={tmp_path / 'lm'}", "--train.max_iters=4",
+                            "--train.eval_interval=4"]))
+    judge = train(load_config([*tiny, f"--run.out_dir={tmp_path / 'judge'}", "--train.max_iters=4",
+                               "--train.eval_interval=2", "--training_type=sequence_scoring",
+                               "--sequence_scoring.score_source=reconstruction",
                                f"--sequence_scoring.unmasking_model_checkpoint={lm.checkpoint}",
                                f"--transfer.init_from_checkpoint={lm.checkpoint}", "--log.keep_every=2"]))
     assert judge.iter_num == 4 and all(math.isfinite(r["mse"]) for r in judge.val)
@@ -360,12 +365,14 @@ def test_keep_every_must_fall_on_evaluations():
 
 
 def test_a_run_with_every_recipe_trains(data_dir, tmp_path):
-    """Through the prefetcher and gradient accumulation, with mixed stages, per-stage stale counts and all loss recipes."""
-    res = train(load_config([f"--data.dir={data_dir}", f"--run.out_dir={tmp_path}", "--model.n_layer=1", "--model.n_embd=16",
-                             "--model.n_head=2", "--data.block_size=16", "--data.batch_size=4", "--train.eval_iters=2",
-                             "--train.max_iters=6", "--train.eval_interval=2", "--train.gradient_accumulation_steps=2",
-                             "--log.progress=false", "--log.sample_tokens=0", *ALL_RECIPES,
-                             "--unmasking.entropy_penalty_start_iter=2", "--unmasking.stage_mixing=up_to_current",
+    """Through the prefetcher and gradient accumulation, with mixed stages, per-stage stale counts and all loss
+    recipes."""
+    res = train(load_config([f"--data.dir={data_dir}", f"--run.out_dir={tmp_path}", "--model.n_layer=1",
+                             "--model.n_embd=16", "--model.n_head=2", "--data.block_size=16", "--data.batch_size=4",
+                             "--train.eval_iters=2", "--train.max_iters=6", "--train.eval_interval=2",
+                             "--train.gradient_accumulation_steps=2", "--log.progress=false", "--log.sample_tokens=0",
+                             *ALL_RECIPES, "--unmasking.entropy_penalty_start_iter=2",
+                             "--unmasking.stage_mixing=up_to_current",
                              ("--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3, val_loss_stale_count=1}, "
                               "{type=\"span\", spans_count=2}]")]))
     assert res.iter_num == 6 and all(math.isfinite(v) for v in res.train_losses.values())

@@ -269,7 +269,8 @@ def test_dataclass_enum_and_containers_of_other_code_load_as_inert_data(tmp_path
     finally:
         sys.modules["training_utils"], sys.modules[foreign_module.__name__] = package, foreign_module
     config = loaded["config"]
-    assert isinstance(config, InertObject) and config.qualified_name == "training_utils.training_config.StickyStageConfig"
+    assert (isinstance(config, InertObject)
+            and config.qualified_name == "training_utils.training_config.StickyStageConfig")
     assert to_plain(config) == {"__class__": "training_utils.training_config.StickyStageConfig",
                                 "val_loss_stale_count": 6, "target_masked_ratio": 0.4,
                                 "kind": {"__class__": "training_utils.training_config.UnmaskingStageType",
@@ -283,7 +284,8 @@ def test_dataclass_enum_and_containers_of_other_code_load_as_inert_data(tmp_path
                                      "training_utils.training_config.StickyStageConfig",
                                      "training_utils.training_config.UnmaskingStageType"]
     if protocol >= 2:
-        torch.testing.assert_close(loaded["model"]["lm_head.weight"], checkpoint["model"]["lm_head.weight"], rtol=0, atol=0)
+        torch.testing.assert_close(loaded["model"]["lm_head.weight"], checkpoint["model"]["lm_head.weight"],
+                                   rtol=0, atol=0)
 
 
 def test_tensors_keep_dtype_sharing_and_state_dict_metadata(tmp_path):
@@ -317,7 +319,8 @@ def test_torchscript_archive_is_refused_without_loading_it(tmp_path):
 def test_mmengine_files_never_reach_the_restricted_loader(tmp_path, monkeypatch):
     import mmengine.restricted_pickle as rp
 
-    path = save_checkpoint(tmp_path / "ckpt.pt", GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8)),
+    path = save_checkpoint(tmp_path / "ckpt.pt",
+                           GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=2, n_embd=8)),
                            config={"run": {"seed": 1}})
 
     def fail(*a, **k):

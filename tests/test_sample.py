@@ -31,15 +31,15 @@ def lm(data_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def scorer(data_dir, tmp_path_factory):
     return train(load_config([f"--data.dir={data_dir}", f"--run.out_dir={tmp_path_factory.mktemp('scorer')}", *TINY,
-                              "--train.training_type=sequence_scoring", "--train.max_iters=3", "--train.eval_interval=3",
-                              "--log.sample_tokens=0"])).checkpoint
+                              "--train.training_type=sequence_scoring", "--train.max_iters=3",
+                              "--train.eval_interval=3", "--log.sample_tokens=0"])).checkpoint
 
 
 @pytest.fixture(scope="module")
 def classifier(data_dir, tmp_path_factory):
     return train(load_config([f"--data.dir={data_dir}", f"--run.out_dir={tmp_path_factory.mktemp('clf')}", *TINY,
-                              "--train.training_type=remasking_binary", "--train.max_iters=3", "--train.eval_interval=3",
-                              "--log.sample_tokens=0"])).checkpoint
+                              "--train.training_type=remasking_binary", "--train.max_iters=3",
+                              "--train.eval_interval=3", "--log.sample_tokens=0"])).checkpoint
 
 
 def run(module, *args, stdin=None):
@@ -69,13 +69,15 @@ def test_sample_cli_flat_flags_prompt_and_count(lm):
 def test_sample_cli_toml_table_and_jsonl_out(lm, tmp_path):
     (tmp_path / "s.toml").write_text('[sample]\nnum_samples = 3\nlength = 24\nsteps = 6\nschedule = "cosine"\n'
                                      'remasking = "low_confidence"\ntop_p = 0.9\ntemperature = 0.7\n')
-    p = run("sample", lm, tmp_path / "s.toml", "--sample.repetition_penalty=1.3", f"--sample.out={tmp_path / 'o.jsonl'}")
+    p = run("sample", lm, tmp_path / "s.toml", "--sample.repetition_penalty=1.3",
+            f"--sample.out={tmp_path / 'o.jsonl'}")
     assert p.returncode == 0, p.stderr
     rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert len(rows) == 3
     for r in rows:
         assert set(r) == {"text", "self_confidence", "judge_score", "steps", "seconds"}
-        assert len(r["text"]) == 24 and r["judge_score"] is None and r["steps"] == 6 and math.isfinite(r["self_confidence"])
+        assert (len(r["text"]) == 24 and r["judge_score"] is None and r["steps"] == 6
+                and math.isfinite(r["self_confidence"]))
 
 
 @pytest.mark.slow
@@ -116,7 +118,8 @@ def test_a_nanogpt_checkpoint_samples_without_a_prompt(tmp_path, nanogpt_char_di
 
     args = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, bias=True, vocab_size=65, dropout=0.0)
     model = GPT(GPTConfig(**args, attention_type="causal", use_rope=False))
-    torch.save({"model": model.state_dict(), "model_args": args, "iter_num": 0, "config": {"dataset": "shakespeare_char"}},
+    torch.save({"model": model.state_dict(), "model_args": args, "iter_num": 0,
+                "config": {"dataset": "shakespeare_char"}},
                tmp_path / "ckpt.pt")
     p = run("sample", tmp_path / "ckpt.pt", f"--data.dir={nanogpt_char_dir}", "--length=40", "--num_samples=2")
     assert p.returncode == 0, p.stderr
@@ -166,4 +169,5 @@ def test_classify_cli_marks_tokens_and_writes_probabilities(classifier, lm, tmp_
     row = json.loads((tmp_path / "t.jsonl").read_text())
     assert [t["text"] for t in row["tokens"]] == ["a", "b", "c"]
     assert all(len(t["probs"]) == 2 and abs(sum(t["probs"]) - 1) < 1e-5 for t in row["tokens"])
-    assert "language model checkpoint, not a token classifier" in one_line_error(run("classify", lm, tmp_path / "a.txt"))
+    assert ("language model checkpoint, not a token classifier"
+            in one_line_error(run("classify", lm, tmp_path / "a.txt")))

@@ -56,10 +56,12 @@ def records(out_dir):
 def test_unmasking_learns_and_writes_outputs(data_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="mmengine")
     res = run(data_dir, tmp_path, "--train.max_iters=30", "--train.eval_interval=15",
-              "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.5}, {type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}]",
+              "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.5}, "
+              "{type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6}]",
               "--unmasking.val_loss_stale_count=1")
     console = [r.getMessage() for r in caplog.records if r.name == "mmengine.train"]
-    assert re.search(r"iter +30 \| loss [\d.]+ \| lr [\d.e+-]+ \| +\d+ tok/s \| .* ms/it \| MFU [\d.]+%", "\n".join(console))
+    assert re.search(r"iter +30 \| loss [\d.]+ \| lr [\d.e+-]+ \| +\d+ tok/s \| .* ms/it "
+                     r"\| MFU [\d.]+%", "\n".join(console))
     assert any(line.startswith("iter    30 | val loss") for line in console)
     assert res.iter_num == 30 and falls(res.train_losses)
     assert (tmp_path / "ckpt.pt").is_file() and (tmp_path / "best.pt").is_file()
@@ -75,7 +77,8 @@ def test_unmasking_learns_and_writes_outputs(data_dir, tmp_path, caplog):
 
 
 def test_continuous_time_objective_reports_perplexity_bound(data_dir, tmp_path):
-    res = run(data_dir, tmp_path, "--train.max_iters=20", "--train.eval_interval=10", "--unmasking.objective=continuous_time")
+    res = run(data_dir, tmp_path, "--train.max_iters=20", "--train.eval_interval=10",
+              "--unmasking.objective=continuous_time")
     assert falls(res.train_losses)
     val = res.val[-1]
     assert val["nll_bound"] == val["loss"] and math.isclose(val["ppl_bound"], math.exp(val["loss"]), rel_tol=1e-9)
@@ -98,8 +101,9 @@ def test_sequence_scoring_from_documents(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in rows))
     data = tmp_path / "scored"
     prepare_jsonl([src], data, val_fraction=0.2)
-    res = run(data, tmp_path / "out", "--train.training_type=sequence_scoring", "--sequence_scoring.score_source=documents",
-              "--train.max_iters=25", "--train.eval_interval=25", "--optim.learning_rate=3e-3")
+    res = run(data, tmp_path / "out", "--train.training_type=sequence_scoring",
+              "--sequence_scoring.score_source=documents", "--train.max_iters=25", "--train.eval_interval=25",
+              "--optim.learning_rate=3e-3")
     assert falls(res.train_losses)
     assert res.val[-1]["mse"] < 0.16
 
@@ -116,7 +120,8 @@ def test_token_classification_from_corruption_learns(data_dir, tmp_path):
 def test_token_classification_with_lm_corruption(data_dir, tmp_path, tiny_lm):
     res = run(data_dir, tmp_path, "--train.training_type=token_classification", "--train.max_iters=20",
               "--train.eval_interval=20", f"--token_classification.lm_checkpoint={tiny_lm}",
-              "--token_classification.corruption=[{type=\"random\", rate=0.1}, {type=\"lm\", rate=0.2, rate_start=0.05, ramp_iters=10}]")
+              "--token_classification.corruption=[{type=\"random\", rate=0.1}, "
+              "{type=\"lm\", rate=0.2, rate_start=0.05, ramp_iters=10}]")
     assert falls(res.train_losses)
     assert sum(res.val[-1]["confusion"][2]) > 0  # LM-replaced tokens are in the validation set
 
@@ -133,8 +138,8 @@ def test_remasking_binary_from_label_files(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in rows))
     data = tmp_path / "spans"
     prepare_jsonl([src], data, val_fraction=0.2, num_classes=2)
-    res = run(data, tmp_path / "out", "--train.training_type=remasking_binary", "--token_classification.label_source=labels",
-              "--train.max_iters=25", "--train.eval_interval=25")
+    res = run(data, tmp_path / "out", "--train.training_type=remasking_binary",
+              "--token_classification.label_source=labels", "--train.max_iters=25", "--train.eval_interval=25")
     assert falls(res.train_losses)
     assert len(res.val[-1]["precision"]) == 2
     # labels of more classes than the run has: said at the start, not when a batch draws a high label
@@ -162,7 +167,8 @@ def test_resume_is_exact_with_curriculum_and_accumulation(data_dir, tmp_path):
              "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.3}, {type=\"random\", max_masked_ratio=0.9}]",
              "--unmasking.val_loss_stale_count=1", "--model.dropout=0.0"]
     full, resumed = _resume_case(data_dir, tmp_path, extra, stop_at=8, total=16)
-    assert [r.get("stage") for r in full.val] == [r.get("stage") for r in records(tmp_path / "part") if r["split"] == "val"]
+    assert [r.get("stage") for r in full.val] == [r.get("stage") for r in records(tmp_path / "part")
+                                                  if r["split"] == "val"]
 
 
 def test_resume_is_exact_for_dropout_and_no_prefetch(data_dir, tmp_path):
@@ -175,7 +181,8 @@ def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm, caplog):
     src = torch.load(tiny_lm, weights_only=True)["model"]
     # frozen trunk: only the head moves
     frozen = run(data_dir, tmp_path / "frozen", "--train.training_type=remasking_binary", "--train.max_iters=4",
-                 "--train.eval_interval=4", f"--transfer.init_from_checkpoint={tiny_lm}", "--transfer.freeze_transformer=true",
+                 "--train.eval_interval=4", f"--transfer.init_from_checkpoint={tiny_lm}",
+                 "--transfer.freeze_transformer=true",
                  "--token_classification.corruption=[{type=\"random\", rate=0.2}]")
     after = torch.load(frozen.checkpoint, weights_only=True)
     for k, v in src.items():
@@ -186,8 +193,9 @@ def test_transfer_freeze_then_unfreeze(data_dir, tmp_path, tiny_lm, caplog):
     caplog.set_level(logging.INFO, logger="mmengine")
     caplog.clear()
     res = run(data_dir, tmp_path / "tc", "--train.training_type=token_classification", "--train.max_iters=8",
-              "--train.eval_interval=8", f"--transfer.init_from_checkpoint={tiny_lm}", "--transfer.freeze_transformer=true",
-              "--transfer.unfreeze_at_iteration=4", "--transfer.unfreeze_lr_multiplier=0.1",
+              "--train.eval_interval=8", f"--transfer.init_from_checkpoint={tiny_lm}",
+              "--transfer.freeze_transformer=true", "--transfer.unfreeze_at_iteration=4",
+              "--transfer.unfreeze_lr_multiplier=0.1",
               "--token_classification.corruption=[{type=\"random\", rate=0.2}]", "--optim.decay_lr=false")
     ck = torch.load(res.checkpoint, weights_only=True)
     assert ck["trainer"]["freeze"]["unfrozen_at"] == 4 and ck["trainer"]["freeze"]["frozen"] is False
@@ -230,13 +238,16 @@ def test_curriculum_advances_on_stale_val_loss_and_resumes(data_dir, tmp_path, m
     build = modes.UnmaskingMode.build_batch
     monkeypatch.setattr(modes.UnmaskingMode, "build_batch", lambda self, split, idx, rng, it, st: (
         built.append((split, it, st)), build(self, split, idx, rng, it, st))[1])
-    stages = "--unmasking.stages=[{type=\"random\", max_masked_ratio=0.2}, {type=\"span\", target_masked_ratio=0.5}, {type=\"random\", max_masked_ratio=1.0}]"
+    stages = ("--unmasking.stages=[{type=\"random\", max_masked_ratio=0.2}, {type=\"span\", target_masked_ratio=0.5}, "
+              "{type=\"random\", max_masked_ratio=1.0}]")
     extra = [stages, "--unmasking.val_loss_stale_count=1", "--train.eval_interval=2", "--optim.lr_decay_iters=6"]
     full, _ = _resume_case(data_dir, tmp_path, extra, stop_at=4, total=6)
     assert [r["stage"] for r in full.val] == [0, 1, 2]  # the stage trained up to each evaluation
-    assert [(r["iter"], r["from_stage"], r["to_stage"]) for r in full.val if r.get("event") == "stage_advanced"] == [(2, 0, 1), (4, 1, 2)]
+    assert ([(r["iter"], r["from_stage"], r["to_stage"]) for r in full.val if r.get("event") == "stage_advanced"]
+            == [(2, 0, 1), (4, 1, 2)])
     assert all({"loss_stage0", "loss_stage1", "loss_stage2"} <= r.keys() for r in full.val)
-    # the first run's training batches: iterations 0-1 stage 0, 2-3 stage 1 (prefetched stage-0 batches were rebuilt), 4-5 stage 2
+    # the first run's training batches: iterations 0-1 stage 0, 2-3 stage 1 (prefetched stage-0 batches were
+    # rebuilt), 4-5 stage 2
     second_run = next(i for i in range(1, len(built)) if built[i][1] == 0 < built[i - 1][1])  # iterations start over
     last_build = {it: st for split, it, st in built[:second_run]}  # a rebuilt batch replaces the prefetched one
     assert {it: last_build[it] for it in range(6)} == {0: 0, 1: 0, 2: 1, 3: 1, 4: 2, 5: 2}
@@ -246,7 +257,8 @@ def test_resume_drops_metrics_written_after_the_checkpoint(data_dir, tmp_path):
     run(data_dir, tmp_path, "--train.max_iters=4", "--train.eval_interval=4", "--optim.lr_decay_iters=6")
     with open(tmp_path / "metrics.jsonl", "a") as f:  # a run that died after its checkpoint had logged on
         f.write(json.dumps({"iter": 5, "split": "train", "loss": 9.0, "lr": 0.1}) + "\n")
-    run(data_dir, tmp_path, "--train.max_iters=6", "--train.eval_interval=4", "--optim.lr_decay_iters=6", "--run.init_from=resume")
+    run(data_dir, tmp_path, "--train.max_iters=6", "--train.eval_interval=4", "--optim.lr_decay_iters=6",
+        "--run.init_from=resume")
     train_iters = [r["iter"] for r in records(tmp_path) if r["split"] == "train"]
     assert train_iters == [1, 2, 3, 4, 5, 6]
     assert all(r["loss"] != 9.0 for r in records(tmp_path))
@@ -276,7 +288,8 @@ def test_nan_loss_stops_naming_the_iteration(data_dir, tmp_path, monkeypatch):
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     out = tmp_path / "sig"
     proc = subprocess.Popen([sys.executable, "-m", "mmengine.train", *tiny(data_dir, out, "--train.max_iters=100000",
-                             "--train.eval_interval=100000")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--train.eval_interval=100000")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
@@ -288,7 +301,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     assert "SIGTERM" in stdout
     ck = torch.load(out / "ckpt.pt", weights_only=True)
     assert ck["iter_num"] >= 3
-    res = run(data_dir, out, f"--train.max_iters={ck['iter_num'] + 2}", "--train.eval_interval=100000", "--run.init_from=resume")
+    res = run(data_dir, out, f"--train.max_iters={ck['iter_num'] + 2}", "--train.eval_interval=100000",
+              "--run.init_from=resume")
     assert sorted(res.train_losses) == [ck["iter_num"] + 1, ck["iter_num"] + 2]
 
 
@@ -303,15 +317,17 @@ def test_resume_with_a_different_setup_is_one_clear_error(data_dir, tmp_path):
         run(data_dir, tmp_path, "--train.max_iters=4", "--run.init_from=resume", "--data.batch_size=3",
             "--data.use_paragraph_boundaries=true")
     with pytest.raises(UserError, match="holds a model with mode='language_model'.*needs 'token_classifier'"):
-        run(data_dir, tmp_path, "--train.max_iters=4", "--run.init_from=resume", "--train.training_type=token_classification")
+        run(data_dir, tmp_path, "--train.max_iters=4", "--run.init_from=resume",
+            "--train.training_type=token_classification")
 
 
 def test_warnings_for_settings_that_do_nothing(data_dir, tmp_path, caplog):
-    run(data_dir, tmp_path, "--train.max_iters=2", "--train.eval_interval=2", "--token_classification.label_source=labels")
+    run(data_dir, tmp_path, "--train.max_iters=2", "--train.eval_interval=2",
+        "--token_classification.label_source=labels")
     assert any("does not read token_classification.label_source" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--run.init_from=resume", "--optim.learning_rate=5e-3",
-        "--token_classification.label_source=labels")
+    run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--run.init_from=resume",
+        "--optim.learning_rate=5e-3", "--token_classification.label_source=labels")
     assert any(r.getMessage().endswith("differ from the checkpoint's: optim.learning_rate") for r in caplog.records)
 
 
@@ -323,7 +339,8 @@ def test_optional_outputs_not_installed_warn_once_each(data_dir, tmp_path, caplo
               "--log.plots=true", "--log.tensorboard=true", "--log.wandb=true")
     assert res.iter_num == 3 and all(math.isfinite(v) for v in res.train_losses.values())
     for package in ("matplotlib", "tensorboard", "wandb"):
-        assert sum(package in r.getMessage() and "not installed" in r.getMessage() for r in caplog.records) == 1, package
+        assert sum(package in r.getMessage() and "not installed" in r.getMessage()
+                   for r in caplog.records) == 1, package
 
 
 def test_plots_at_each_evaluation(data_dir, tmp_path, monkeypatch):
@@ -332,7 +349,8 @@ def test_plots_at_each_evaluation(data_dir, tmp_path, monkeypatch):
 
     sizes = []
     plot = RunLogger.plot
-    monkeypatch.setattr(RunLogger, "plot", lambda self: (plot(self), sizes.append((tmp_path / "curves.png").stat().st_size)))
+    monkeypatch.setattr(RunLogger, "plot",
+                        lambda self: (plot(self), sizes.append((tmp_path / "curves.png").stat().st_size)))
     run(data_dir, tmp_path, "--train.max_iters=4", "--train.eval_interval=2", "--log.plots=true")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(sizes) == 3 and not list(tmp_path.glob("*.tmp.png"))  # at both evaluations (+ the final no-op call)
@@ -355,11 +373,13 @@ def test_wandb_offline_one_run_across_a_resume(data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # the logger itself must ask for offline mode
     run(data_dir, tmp_path, "--train.max_iters=2", "--train.eval_interval=2", "--log.wandb=true")
     run_id = torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["logger"]["wandb_id"]
-    run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--log.wandb=true", "--run.init_from=resume")
+    run(data_dir, tmp_path, "--train.max_iters=3", "--train.eval_interval=3", "--log.wandb=true",
+        "--run.init_from=resume")
     assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["trainer"]["logger"]["wandb_id"] == run_id
     # offline-run-<start time to the second>-<id>[-<n> when that folder exists already]: one folder per leg
     runs = [p.name for p in (tmp_path / "wandb").glob("offline-run-*")]
-    assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", name) for name in runs), runs
+    assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", name)
+                                  for name in runs), runs
 
 
 def test_progress_bar(data_dir, tmp_path, monkeypatch, capsys):
@@ -375,8 +395,10 @@ def test_grad_scaler_path_and_clipping(data_dir, tmp_path, monkeypatch):
 
     clips = []
     clip = torch.nn.utils.clip_grad_norm_
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, max_norm: (clips.append(max_norm), clip(params, max_norm))[1])
-    args = ["--train.max_iters=4", "--train.eval_interval=4", "--train.grad_clip=0.5", "--train.gradient_accumulation_steps=2"]
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, max_norm: (clips.append(max_norm), clip(params, max_norm))[1])
+    args = ["--train.max_iters=4", "--train.eval_interval=4", "--train.grad_clip=0.5",
+            "--train.gradient_accumulation_steps=2"]
     plain = run(data_dir, tmp_path / "plain", *args)
     assert clips == [0.5] * 4
     original = train_mod.autocast_context

@@ -24,7 +24,8 @@ TINY = ["--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2", "--data.bl
 @pytest.fixture(scope="module")
 def lm_checkpoint(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cfg_lm")
-    return train(load_config([str(ROOT / "configs" / "quickstart.toml"), f"--data.dir={data_dir}", f"--run.out_dir={out}", *TINY])).checkpoint
+    return train(load_config([str(ROOT / "configs" / "quickstart.toml"), f"--data.dir={data_dir}",
+                              f"--run.out_dir={out}", *TINY])).checkpoint
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

@@ -51,11 +51,11 @@ def nanogpt_checkpoint(path, data_dir, steps=60, block=32):
 
 def test_a_nanogpt_checkpoint_fine_tunes_as_autoregressive(tmp_path, nanogpt_char_dir, caplog):
     source = nanogpt_checkpoint(tmp_path / "ckpt.pt", nanogpt_char_dir)
-    argv = [f"--data.dir={nanogpt_char_dir}", "--train.training_type=autoregressive", f"--run.out_dir={tmp_path / 'ft'}",
-            f"--transfer.init_from_checkpoint={tmp_path / 'ckpt.pt'}", "--data.block_size=32", "--data.batch_size=8",
-            "--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2", "--train.max_iters=30",
-            "--train.eval_interval=30", "--train.eval_iters=4", "--optim.learning_rate=1e-3", "--log.sample_tokens=20",
-            "--log.progress=false"]
+    argv = [f"--data.dir={nanogpt_char_dir}", "--train.training_type=autoregressive",
+            f"--run.out_dir={tmp_path / 'ft'}", f"--transfer.init_from_checkpoint={tmp_path / 'ckpt.pt'}",
+            "--data.block_size=32", "--data.batch_size=8", "--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2",
+            "--train.max_iters=30", "--train.eval_interval=30", "--train.eval_iters=4", "--optim.learning_rate=1e-3",
+            "--log.sample_tokens=20", "--log.progress=false"]
     cfg = load_config(argv)
     spec = build_mode(cfg, open_data(cfg))
     with caplog.at_level(logging.INFO, logger="mmengine.transfer"):
@@ -109,7 +109,8 @@ def test_model_config_without_a_source_follows_the_run_config(char_data_dir):
     cfg = load_config([f"--data.dir={data}", "--model.use_rope=false", "--model.bias=true", "--data.block_size=24"])
     g = model_config(cfg, build_mode(cfg, open_data(cfg)), DataDir.open(data).meta)
     meta = DataDir.open(data).meta
-    assert (g.use_rope, g.bias, g.block_size, g.attention_type, g.vocab_size) == (False, True, 24, "bidirectional", meta.vocab_size)
+    assert ((g.use_rope, g.bias, g.block_size, g.attention_type, g.vocab_size)
+            == (False, True, 24, "bidirectional", meta.vocab_size))
 
 
 # --- the freeze controller -----------------------------------------------------------------------

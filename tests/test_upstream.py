@@ -159,7 +159,8 @@ def test_mapping_keeps_the_tied_head_moves_the_optimizer_and_leaves_the_input_al
     assert state["lm_head.weight"] is state["transformer.wte.weight"] and state["lm_head.weight"].shape == (69, 32)
     torch.testing.assert_close(state["transformer.wte.weight"][:TEXT], before[:TEXT], rtol=0, atol=0)
     torch.testing.assert_close(state["transformer.wte.weight"][meta.cls_id], before[CLS_FILE], rtol=0, atol=0)
-    assert ck["model"]["transformer.wte.weight"].shape == (80, 32) and torch.equal(ck["model"]["transformer.wte.weight"], before)
+    assert (ck["model"]["transformer.wte.weight"].shape == (80, 32)
+            and torch.equal(ck["model"]["transformer.wte.weight"], before))
     assert mapped["optimizer"] is None and mapped["upstream"]["optimizer"] is ck["optimizer"]
     vmap = mapped["upstream"]["vocabulary_map"]
     assert vmap["dropped"] == [66, 67, 68, 69, *range(71, 80)] and vmap["new"] == ["[PAD] 67", "[SEP] 68"]
@@ -184,7 +185,8 @@ def test_guide_cls_81_outside_the_table_is_refused_until_told(meta):
     exp = expected(SCORER)
     ids = exp["input"].clone()
     ids[:, 0] = meta.cls_id
-    torch.testing.assert_close(forward(map_vocabulary(ck, meta, cls_token_id=70), ids), exp["logits"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(forward(map_vocabulary(ck, meta, cls_token_id=70), ids), exp["logits"],
+                               rtol=0, atol=1e-5)
 
 
 @needs_fixtures
@@ -192,7 +194,8 @@ def test_scorer_without_a_recorded_cls_needs_cls_token_id(meta):
     ck = load_upstream_checkpoint(FIXTURES / SCORER)
     ck["model_args"]["cls_token_id"] = None
     ck["upstream"]["vocabulary"]["cls"] = None
-    with pytest.raises(CheckpointError, match=r"sequence scorer that records no \[CLS\] id; pass --cls_token_id .*used 70"):
+    with pytest.raises(CheckpointError, match=r"sequence scorer that records no \[CLS\] id; "
+                                              r"pass --cls_token_id .*used 70"):
         map_vocabulary(ck, meta)
     # the wrong row gives another score: the choice matters and is not guessed
     ids = expected(SCORER)["input"].clone()

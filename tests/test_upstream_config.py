@@ -94,7 +94,8 @@ def test_unmasking_stage_config(name):
     assert tables["optim"] == {"learning_rate": 1e-3, "min_lr": 1e-4, "warmup_iters": 5, "lr_decay_iters": 20}
     assert tables["data"] == {"block_size": 48, "batch_size": 8, "dir": "data/shakespeare_char"}
     # mmengine's stage format, the per-stage stale counts kept (they differ: 6 and 10)
-    assert tables["unmasking"]["stages"] == [{**STICKY, "val_loss_stale_count": 6}, {**RANDOM, "val_loss_stale_count": 10}]
+    assert tables["unmasking"]["stages"] == [{**STICKY, "val_loss_stale_count": 6},
+                                             {**RANDOM, "val_loss_stale_count": 10}]
     assert tables["unmasking"]["validation_stages"] == [STICKY, RANDOM]
     assert tables["unmasking"]["stage_mixing"] == "all"  # its use_all_stages_for_training = True: every stage, always
     assert notes.needs_support == []  # every key of the earlier trainer's stage config has its mmengine setting now
@@ -109,7 +110,8 @@ def test_scorer_config_carries_the_transfer_and_the_reconstruction_lm():
     tables, notes = convert_config(CONFIGS / "lr_scorer.py")
     assert tables["train"]["training_type"] == "sequence_scoring"
     assert tables["transfer"] == {"init_from_checkpoint": "out/out16_unmasking/ckpt_unmasking_20.pt"}
-    # its labels: the frozen LM's reconstructions of text masked with its stages (mixed: use_all_stages_for_training = True)
+    # its labels: the frozen LM's reconstructions of text masked with its stages
+    # (mixed: use_all_stages_for_training = True)
     assert tables["sequence_scoring"] == {"score_source": "reconstruction",
                                           "unmasking_model_checkpoint": "out/out16_unmasking/ckpt_unmasking_20.pt",
                                           "stages": [STICKY, RANDOM], "validation_stages": [STICKY, RANDOM]}
@@ -120,7 +122,8 @@ def test_scorer_config_carries_the_transfer_and_the_reconstruction_lm():
 
 def test_a_scorer_without_use_all_stages_keeps_stage_0_and_lm_recipes_are_listed(tmp_path):
     path = tmp_path / "scorer.py"
-    path.write_text("training_type = 'sequence_scoring'\nunmasking_model_checkpoint = 'lm.pt'\nuncertainty_factor = 0.1\n"
+    path.write_text("training_type = 'sequence_scoring'\nunmasking_model_checkpoint = 'lm.pt'\n"
+                    "uncertainty_factor = 0.1\n"
                     "unmasking_stages = [{'type': 'random', 'max_masked_ratio': 0.3, 'val_loss_stale_count': 2}, "
                     "{'type': 'span', 'spans_count': 2, 'val_loss_stale_count': 2}]\n")
     tables, notes = convert_config(path)
@@ -131,8 +134,8 @@ def test_a_scorer_without_use_all_stages_keeps_stage_0_and_lm_recipes_are_listed
 
 def test_without_use_all_stages_its_batches_mixed_stages_up_to_the_current_one(tmp_path):
     path = tmp_path / "lm.py"
-    stages = "[{'type': 'random', 'max_masked_ratio': 0.3, 'val_loss_stale_count': 2}, {'type': 'span', 'spans_count': 2, " \
-             "'val_loss_stale_count': 2}]"
+    stages = ("[{'type': 'random', 'max_masked_ratio': 0.3, 'val_loss_stale_count': 2}, "
+              "{'type': 'span', 'spans_count': 2, 'val_loss_stale_count': 2}]")
     for flag, want in [("", "up_to_current"), ("use_all_stages_for_training = False\n", "up_to_current"),
                        ("use_all_stages_for_training = True\n", "all")]:
         path.write_text(f"training_type = 'unmasking'\n{flag}unmasking_stages = {stages}\n")

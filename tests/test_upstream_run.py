@@ -62,7 +62,8 @@ def nanogpt_file(path, vocab=65, block=32):
     """A checkpoint laid out as nanoGPT's train.py writes it (its module order, compiled keys, its model_args and
     flat config, two AdamW groups over named_parameters() after one step): a causal model with learned positions."""
     torch.manual_seed(0)
-    args = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": block, "bias": True, "vocab_size": vocab, "dropout": 0.0}
+    args = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": block, "bias": True, "vocab_size": vocab,
+            "dropout": 0.0}
     model = GPT(GPTConfig(**args, attention_type="causal", use_rope=False))
     named = dict(model.named_parameters())
     params = [named[k] for k in nanogpt_order(named)]
@@ -105,7 +106,8 @@ def test_prepare_for_data_maps_foreign_files_and_refuses_other_vocabularies(tmp_
     assert mapped["model"]["transformer.wte.weight"].shape == (meta.vocab_size, 32)
     nano = nanogpt_file(tmp_path / "nano.pt")
     state = prepare_for_data(load_checkpoint(tmp_path / "nano.pt"), meta)["model"]
-    torch.testing.assert_close(state["transformer.wte.weight"][:TEXT], nano.transformer.wte.weight.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(state["transformer.wte.weight"][:TEXT], nano.transformer.wte.weight.detach(),
+                               rtol=0, atol=0)
     # an mmengine file of this vocabulary is returned as it is, one of another refused in one sentence
     model = model_from_checkpoint(mapped)
     save_checkpoint(tmp_path / "ours.pt", model, trainer={"data_meta": meta.to_dict()})
@@ -124,11 +126,14 @@ def test_prepare_for_data_maps_foreign_files_and_refuses_other_vocabularies(tmp_
 # --- transfer ------------------------------------------------------------------------------------------
 
 @needs_fixtures
-@pytest.mark.parametrize("source, training_type", [(LM, "sequence_scoring"), (SCORER, "unmasking"), (BINARY, "unmasking")])
-def test_transfer_from_an_earlier_trainer_file_into_a_nanogpt_data_dir(source, training_type, nanogpt_char_dir, meta, tmp_path):
+@pytest.mark.parametrize("source, training_type",
+                         [(LM, "sequence_scoring"), (SCORER, "unmasking"), (BINARY, "unmasking")])
+def test_transfer_from_an_earlier_trainer_file_into_a_nanogpt_data_dir(source, training_type, nanogpt_char_dir, meta,
+                                                                       tmp_path):
     """Before: "its vocabulary (80) is larger than the model's (69)"."""
-    cfg = load_config([f"--data.dir={nanogpt_char_dir}", f"--train.training_type={training_type}", "--data.block_size=48",
-                       f"--transfer.init_from_checkpoint={FIXTURES / source}", f"--run.out_dir={tmp_path}"])
+    cfg = load_config([f"--data.dir={nanogpt_char_dir}", f"--train.training_type={training_type}",
+                       "--data.block_size=48", f"--transfer.init_from_checkpoint={FIXTURES / source}",
+                       f"--run.out_dir={tmp_path}"])
     model = build_run_model(cfg, build_mode(cfg, open_data(cfg)), meta)
     assert model.config.vocab_size == meta.vocab_size and (model.config.n_layer, model.config.n_embd) == (3, 32)
     want = prepare_for_data(load_checkpoint(FIXTURES / source), meta)["model"]
@@ -173,8 +178,8 @@ def test_evaluate_earlier_trainer_files_on_a_nanogpt_data_dir(name, figure, nano
 def test_evaluate_a_nanogpt_checkpoint(nanogpt_char_dir, tmp_path, caplog):
     nanogpt_file(tmp_path / "ckpt.pt")
     with caplog.at_level(logging.WARNING, logger="mmengine.evaluate"):
-        metrics = evaluate_checkpoint(str(tmp_path / "ckpt.pt"), [f"--data.dir={nanogpt_char_dir}", "--train.eval_iters=1"],
-                                      device="cpu")
+        metrics = evaluate_checkpoint(str(tmp_path / "ckpt.pt"),
+                                      [f"--data.dir={nanogpt_char_dir}", "--train.eval_iters=1"], device="cpu")
     assert set(metrics) == {"loss", "ppl", "iter"}  # autoregressive, learned positions from the weights
     assert "train.training_type='autoregressive'" in caplog.text and "unknown option" not in caplog.text
 
@@ -201,8 +206,10 @@ def test_an_earlier_trainer_lm_samples_with_a_nanogpt_data_dir(nanogpt_char_dir,
     loaded = load_for_inference(FIXTURES / LM, "language_model", data_dir=str(nanogpt_char_dir))
     assert loaded.model.config.vocab_size == meta.vocab_size  # its 80 rows mapped onto the data dir's 69
     tok = loaded.tokenizer
-    texts = sample_texts(loaded.model, loaded.meta, tok, SampleConfig(num_samples=2, length=24, steps=4, progress=False))
-    assert len(texts) == 2 and all(len(t["text"]) == 24 and set(t["text"]) <= set(tok.decode(range(TEXT))) for t in texts)
+    texts = sample_texts(loaded.model, loaded.meta, tok,
+                         SampleConfig(num_samples=2, length=24, steps=4, progress=False))
+    assert len(texts) == 2 and all(len(t["text"]) == 24 and set(t["text"]) <= set(tok.decode(range(TEXT)))
+                                   for t in texts)
 
 
 # --- resume ----------------------------------------------------------------------------------------
@@ -327,7 +334,8 @@ def test_resume_an_earlier_trainer_scorer_with_its_lm_reconstructions(nanogpt_ch
     shutil.copy(FIXTURES / SCORER, tmp_path / "ckpt_sequence_scorer_20.pt")
     cfg = load_config([str(converted_config(tmp_path, "lr_scorer.py")), f"--data.dir={nanogpt_char_dir}",
                        f"--run.out_dir={tmp_path}", "--run.init_from=resume", "--train.max_iters=22",
-                       "--train.eval_interval=2", f"--sequence_scoring.unmasking_model_checkpoint={FIXTURES / LM}", *QUIET])
+                       "--train.eval_interval=2", f"--sequence_scoring.unmasking_model_checkpoint={FIXTURES / LM}",
+                       *QUIET])
     with caplog.at_level(logging.INFO, logger="mmengine"):
         res = train(cfg)
     assert res.iter_num == 22 and math.isfinite(res.val[-1]["mse"])
@@ -343,11 +351,12 @@ def test_resume_an_earlier_trainer_scorer_with_its_lm_reconstructions(nanogpt_ch
 
 @needs_fixtures
 def test_the_converted_stage_config_trains_on_a_nanogpt_data_dir(nanogpt_char_dir, tmp_path):
-    res = train(load_config([str(converted_config(tmp_path)), f"--data.dir={nanogpt_char_dir}", f"--run.out_dir={tmp_path}",
-                             "--train.max_iters=4", "--train.eval_interval=2", *QUIET]))
+    res = train(load_config([str(converted_config(tmp_path)), f"--data.dir={nanogpt_char_dir}",
+                             f"--run.out_dir={tmp_path}", "--train.max_iters=4", "--train.eval_interval=2", *QUIET]))
     assert res.iter_num == 4 and all(math.isfinite(v) for v in res.train_losses.values())
     last = res.val[-1]
-    assert {"loss_stage0", "loss_stage1", "accuracy"} <= set(last) and "loss_current_stage" not in last  # its val stages
+    assert ({"loss_stage0", "loss_stage1", "accuracy"} <= set(last)
+            and "loss_current_stage" not in last)  # its val stages
     # the example in configs/ is what the converter writes today
     shipped = tomllib.loads((ROOT / "configs" / "converted_earlier_trainer_unmasking.toml").read_text())
     assert shipped == tomllib.loads(converted_config(tmp_path).read_text())
@@ -356,8 +365,8 @@ def test_the_converted_stage_config_trains_on_a_nanogpt_data_dir(nanogpt_char_di
 def test_resume_a_nanogpt_checkpoint(nanogpt_char_dir, tmp_path, caplog):
     source = nanogpt_file(tmp_path / "ckpt.pt")
     argv = [f"--data.dir={nanogpt_char_dir}", f"--run.out_dir={tmp_path}", "--run.init_from=resume",
-            "--train.training_type=autoregressive", "--data.block_size=32", "--data.batch_size=4", "--train.eval_iters=1",
-            "--train.max_iters=3", "--train.eval_interval=3", *QUIET]
+            "--train.training_type=autoregressive", "--data.block_size=32", "--data.batch_size=4",
+            "--train.eval_iters=1", "--train.max_iters=3", "--train.eval_interval=3", *QUIET]
     with caplog.at_level(logging.INFO, logger="mmengine"):
         trainer = Trainer(load_config(argv))
     try:
@@ -404,11 +413,12 @@ def test_cls_token_id_is_read_by_evaluate_and_resume(nanogpt_char_dir, tmp_path,
     want = evaluate_checkpoint(str(FIXTURES / SCORER), [f"--data.dir={nanogpt_char_dir}", "--train.eval_iters=1"],
                                device="cpu")
     assert metrics["mse"] == want["mse"]  # the row it recorded, 70, told instead
-    trainer = Trainer(load_config([f"--data.dir={nanogpt_char_dir}", f"--run.out_dir={tmp_path}", "--run.init_from=resume",
-                                   "--train.training_type=sequence_scoring", "--data.block_size=48", "--cls_token_id=70",
-                                   *QUIET]))
+    trainer = Trainer(load_config([f"--data.dir={nanogpt_char_dir}", f"--run.out_dir={tmp_path}",
+                                   "--run.init_from=resume", "--train.training_type=sequence_scoring",
+                                   "--data.block_size=48", "--cls_token_id=70", *QUIET]))
     try:
         original = layout["model"]["transformer.wte.weight"][70]
-        torch.testing.assert_close(trainer.raw_model.transformer.wte.weight[trainer.meta.cls_id], original, rtol=0, atol=0)
+        torch.testing.assert_close(trainer.raw_model.transformer.wte.weight[trainer.meta.cls_id], original,
+                                   rtol=0, atol=0)
     finally:
         trainer.close()

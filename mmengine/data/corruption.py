@@ -66,7 +66,8 @@ class CorruptionKind:
             raise ValueError(f"corruption field ramp_iters must be an integer >= 0, got {self.ramp_iters!r}")
         if self.ramp_iters > 0 and self.rate_start is None:
             # Silently not ramping would ignore what the user asked for.
-            raise ValueError(f"corruption field ramp_iters = {self.ramp_iters} needs rate_start (the rate at iteration 0)")
+            raise ValueError(f"corruption field ramp_iters = {self.ramp_iters} needs rate_start "
+                             "(the rate at iteration 0)")
 
     @classmethod
     def from_dict(cls, d) -> "CorruptionKind":
@@ -102,7 +103,8 @@ class Corruptor:
         self.kinds = [CorruptionKind.from_dict(k) for k in kinds]
         if not self.kinds:
             raise ValueError("token classification by corruption needs at least one corruption kind")
-        if isinstance(text_vocab_size, bool) or not isinstance(text_vocab_size, (int, np.integer)) or text_vocab_size < 2:
+        if (isinstance(text_vocab_size, bool) or not isinstance(text_vocab_size, (int, np.integer))
+                or text_vocab_size < 2):
             raise ValueError(f"text_vocab_size must be an integer >= 2 to corrupt tokens, got {text_vocab_size!r}")
         self.text_vocab_size = int(text_vocab_size)
         # The summed rate is piecewise linear in the iteration, so its maximum is at a breakpoint.

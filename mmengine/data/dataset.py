@@ -390,7 +390,8 @@ class DataDir:
             return None
         lab = self._memmap(f"{split}_labels.bin", self.meta.label_dtype or "int16")
         if len(lab) != len(self.tokens(split)):
-            raise DataError(f"{split}_labels.bin in {self.path} has {len(lab)} labels for {len(self.tokens(split))} tokens")
+            raise DataError(f"{split}_labels.bin in {self.path} has {len(lab)} labels "
+                            f"for {len(self.tokens(split))} tokens")
         return lab
 
     def documents(self, split: str):
@@ -426,7 +427,8 @@ class DataDir:
     def tokenizer(self):
         """The data dir's tokenizer (CharTokenizer / BPETokenizer), or None when unknown."""
         if not self._tokenizer_loaded:
-            self._tokenizer = load_tokenizer(self.meta.tokenizer_config, self.path) if self.meta.tokenizer_config else None
+            self._tokenizer = (load_tokenizer(self.meta.tokenizer_config, self.path) if self.meta.tokenizer_config
+                               else None)
             self._tokenizer_loaded = True
         return self._tokenizer
 

@@ -125,12 +125,14 @@ class MaskingStage:
         if isinstance(d, MaskingStage):
             return d
         if not isinstance(d, dict):
-            raise TypeError(f"a masking stage must be a table like {{type = \"random\", max_masked_ratio = 0.5}}, got {d!r}")
+            raise TypeError(f"a masking stage must be a table like {{type = \"random\", max_masked_ratio = 0.5}}, "
+                            f"got {d!r}")
         d = dict(d)
         for alias, name in _EARLIER_STAGE_KEYS.items():
             if alias in d:
                 if name in d:
-                    raise ValueError(f"masking stage sets both {name} and {alias} (the earlier trainer's name for it); keep one")
+                    raise ValueError(f"masking stage sets both {name} and {alias} "
+                                     "(the earlier trainer's name for it); keep one")
                 d[name] = d.pop(alias)
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(valid))
@@ -319,7 +321,8 @@ def _bert_split(bert_replacement) -> tuple[float, float, float] | None:
     try:
         a, b, c = (float(v) for v in bert_replacement)
     except (TypeError, ValueError):
-        raise TypeError(f"bert_replacement must be False, True or (mask, random, keep), got {bert_replacement!r}") from None
+        raise TypeError("bert_replacement must be False, True or "
+                        f"(mask, random, keep), got {bert_replacement!r}") from None
     if min(a, b, c) < 0 or abs(a + b + c - 1.0) > 1e-6:
         raise ValueError(f"bert_replacement shares must be >= 0 and sum to 1, got {bert_replacement!r}")
     return a, b, c

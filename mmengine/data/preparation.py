@@ -140,7 +140,8 @@ def _write_encoded(tok, text: str, path: Path, dtype: str, bar) -> int:
 def _build_tokenizer(kind: str, texts: Sequence[str], vocab_size: int | None, show: bool, extra_chars: str = ""):
     if kind == "char":
         if vocab_size is not None:
-            raise PrepareError("--vocab-size applies only to --tokenizer bpe (a char vocabulary is the set of characters)")
+            raise PrepareError("--vocab-size applies only to --tokenizer bpe "
+                               "(a char vocabulary is the set of characters)")
         return CharTokenizer.from_texts([*texts, extra_chars])
     if kind == "bpe":
         vs = DEFAULT_BPE_VOCAB if vocab_size is None else vocab_size
@@ -192,14 +193,18 @@ def atomic_output_dir(out_dir, *, force: bool = False, keep: Sequence = ()):
                 raise PrepareError(f"output dir {out} already exists and is not empty; pass --force to replace it")
             for p in keep:
                 if Path(p).resolve().is_relative_to(out.resolve()):
-                    raise PrepareError(f"input {p} lies inside --out {out}, which --force would delete; move it out first")
+                    raise PrepareError(f"input {p} lies inside --out {out}, "
+                                       "which --force would delete; move it out first")
             if out.is_symlink():
-                raise PrepareError(f"--out {out} is a symbolic link; --force replaces only a data dir itself, not a link to one")
+                raise PrepareError(f"--out {out} is a symbolic link; --force replaces only a data dir itself, "
+                                   "not a link to one")
             if not is_data_dir(out):
                 foreign = foreign_entries(out)
-                held = f"it holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}" if foreign else "it has no train.bin or val.bin"
+                held = (f"it holds {', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}" if foreign
+                        else "it has no train.bin or val.bin")
                 raise PrepareError(
-                    f"--force replaces only a data dir or an empty folder, and {out} is neither ({held}); nothing was deleted"
+                    f"--force replaces only a data dir or an empty folder, and {out} is neither "
+                    f"({held}); nothing was deleted"
                 )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -267,7 +272,8 @@ def write_text_data(
     tok = _build_tokenizer(tokenizer, [text], vocab_size, show)
     n_train = _split_point(len(text), val_fraction)
     if len(text) - n_train == 0:
-        logger.warning("the validation split is empty (input of %d characters, val_fraction=%s)", len(text), val_fraction)
+        logger.warning("the validation split is empty "
+                       "(input of %d characters, val_fraction=%s)", len(text), val_fraction)
     meta = DataMeta.for_vocab(
         tok.vocab_size,
         tokenizer=tok.kind,
@@ -348,7 +354,8 @@ def _validate_record(path: Path, lineno: int, obj: dict) -> tuple[str, str, obje
         # JSON escapes can spell a lone surrogate ("\\ud800"), which no UTF-8 file can hold.
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise PrepareError(f"{where}: 'text' holds a lone surrogate {text[e.start]!r} at character {e.start}, not valid Unicode") from None
+        raise PrepareError(f"{where}: 'text' holds a lone surrogate {text[e.start]!r} at character {e.start}, "
+                           "not valid Unicode") from None
     has_score, has_spans = "score" in obj, "spans" in obj
     if has_score == has_spans:
         raise PrepareError(f"{where}: a record needs exactly one of 'score' or 'spans'")
@@ -367,7 +374,8 @@ def _validate_record(path: Path, lineno: int, obj: dict) -> tuple[str, str, obje
         start, end, label = sp
         if not 0 <= start < end <= len(text):
             raise PrepareError(
-                f"{where}: span {sp} is out of range for a text of {len(text)} characters (need 0 <= start < end <= len)"
+                f"{where}: span {sp} is out of range for a text of {len(text)} characters "
+                "(need 0 <= start < end <= len)"
             )
         if label < 1:
             raise PrepareError(f"{where}: span {sp} has label {label}; span labels start at 1 (0 = unlabelled)")
@@ -403,7 +411,8 @@ def _char_labels(spans: Sequence[list], lengths: Sequence[int]) -> np.ndarray:
     ``spans[i]`` are document i's validated, non-overlapping (start, end, label) triples.
     """
     base = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
-    rows = np.array([(base[i] + a, base[i] + b, lab) for i, doc in enumerate(spans) for a, b, lab in doc], dtype=np.int64)
+    rows = np.array([(base[i] + a, base[i] + b, lab) for i, doc in enumerate(spans) for a, b, lab in doc],
+                    dtype=np.int64)
     # Spans do not overlap, so +label at each start and -label at each end, summed, is the label.
     diff = np.zeros(base[-1] + 1, dtype=np.int64)
     if len(rows):
@@ -457,7 +466,8 @@ def _read_records(inputs: Sequence) -> tuple[str, list[str], list, list[str]]:
             payloads.append(payload)
             where.append(f"{p}:{lineno}")
     if kind is None:
-        raise PrepareError(f"the input ({', '.join(str(p) for p in inputs)}) has no records; there is nothing to prepare")
+        raise PrepareError(f"the input ({', '.join(str(p) for p in inputs)}) has no records; "
+                           "there is nothing to prepare")
     return kind, texts, payloads, where
 
 

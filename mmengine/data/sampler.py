@@ -182,7 +182,8 @@ class EpochSampler:
                     "resume with the same data and world size"
                 )
         if "shuffle" in state and bool(state["shuffle"]) != self.shuffle:
-            raise ValueError(f"sampler state has shuffle={bool(state['shuffle'])} but this sampler has shuffle={self.shuffle}")
+            raise ValueError(f"sampler state has shuffle={bool(state['shuffle'])} but this sampler has "
+                             f"shuffle={self.shuffle}")
         epoch, position = int(state["epoch"]), int(state["position"])
         if epoch < 0 or not 0 <= position < self.per_rank:
             raise ValueError(f"sampler state epoch={epoch}, position={position} is out of range")

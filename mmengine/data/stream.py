@@ -56,7 +56,8 @@ def check_mode_data(mode, cfg) -> None:
     for split in ("train", "val"):
         if mode.num_items(split) < 1:
             raise UserError(f"the {split} split of data dir '{data_dir_path(cfg)}' holds nothing to train or "
-                            f"evaluate on (no documents or windows for {mode.describe()}); prepare it with {split} data.")
+                            f"evaluate on (no documents or windows for {mode.describe()}); "
+                            f"prepare it with {split} data.")
 
 
 def to_device(batch: dict, device: str) -> dict:

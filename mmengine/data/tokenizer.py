@@ -161,7 +161,8 @@ class CharTokenizer:
 
 def check_bpe_vocab_size(vocab_size) -> int:
     """``vocab_size`` if it is an integer in [MIN_BPE_VOCAB, MAX_BPE_VOCAB], else TokenizerError saying so."""
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB:
+    if (isinstance(vocab_size, bool) or not isinstance(vocab_size, int)
+            or not MIN_BPE_VOCAB <= vocab_size <= MAX_BPE_VOCAB):
         raise TokenizerError(
             f"BPE vocab size must be an integer from {MIN_BPE_VOCAB} (256 bytes + 1 merge) to {MAX_BPE_VOCAB} (2**20), "
             f"got {vocab_size!r}"

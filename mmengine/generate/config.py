@@ -83,8 +83,10 @@ class SampleConfig:
                 "everything else is kept."})
     seed: int = field(default=0, metadata={
         "help": "Random seed; the same seed, settings and device give the same samples."})
-    out: str = field(default="", metadata={"help": "File the samples are written to as JSON lines (empty = print them)."})
-    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when there is one), 'cpu', 'cuda' or 'cuda:N'."})
+    out: str = field(default="", metadata={"help": "File the samples are written to as JSON lines "
+                                                   "(empty = print them)."})
+    device: str = field(default="auto", metadata={"help": "'auto' (CUDA when there is one), 'cpu', "
+                                                          "'cuda' or 'cuda:N'."})
     progress: bool = field(default=True, metadata={
         "help": "Show a progress bar over steps on stderr when it is a terminal."})
 
@@ -127,12 +129,16 @@ class SampleConfig:
             raise ConfigError(f"sample.threshold must be in [0, 1), got {self.threshold}")
         self._validate_schedule()
         if check_paths and self.remasking in INSPECTOR_STRATEGIES and not self.inspector:
-            raise ConfigError(f"sample.remasking={self.remasking!r} needs sample.inspector (a token-classifier checkpoint)")
+            raise ConfigError(f"sample.remasking={self.remasking!r} needs sample.inspector "
+                              "(a token-classifier checkpoint)")
         if check_paths and self.best_of > 1 and not self.judge:
-            raise ConfigError(f"sample.best_of={self.best_of} needs sample.judge (a sequence-scorer checkpoint) to pick the best")
+            raise ConfigError(f"sample.best_of={self.best_of} needs sample.judge "
+                              "(a sequence-scorer checkpoint) to pick the best")
         if self.prompt and self.infill:
-            raise ConfigError("sample.prompt and sample.infill exclude each other; put the prompt's text at the start of the infill template")
-        if self.device != "auto" and self.device != "cpu" and not (self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ConfigError("sample.prompt and sample.infill exclude each other; put the prompt's text at the start "
+                              "of the infill template")
+        if (self.device != "auto" and self.device != "cpu"
+                and not (self.device == "cuda" or self.device.startswith("cuda:"))):
             raise ConfigError(f"sample.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         return self
 
@@ -143,12 +149,14 @@ class SampleConfig:
             return
         ratios = self.custom_schedule
         if not ratios:
-            raise ConfigError("sample.schedule='custom' needs sample.custom_schedule, the masked fraction after each step")
+            raise ConfigError("sample.schedule='custom' needs sample.custom_schedule, "
+                              "the masked fraction after each step")
         for i, r in enumerate(ratios):
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r <= 1.0:
                 raise ConfigError(f"sample.custom_schedule[{i}] must be a number in [0, 1], got {r!r}")
         if ratios[-1] != 0:
-            raise ConfigError(f"sample.custom_schedule must end with 0.0 (the last step leaves nothing masked), got {ratios[-1]}")
+            raise ConfigError("sample.custom_schedule must end with 0.0 (the last step leaves nothing masked), "
+                              f"got {ratios[-1]}")
         if self.steps != len(ratios):
-            raise ConfigError(f"sample.schedule='custom' runs one step per custom_schedule entry, so set sample.steps={len(ratios)} "
-                              f"(it is {self.steps})")
+            raise ConfigError("sample.schedule='custom' runs one step per custom_schedule entry, "
+                              f"so set sample.steps={len(ratios)} (it is {self.steps})")

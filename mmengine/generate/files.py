@@ -1,4 +1,5 @@
-"""Files in and out for the inference commands (sample, score, classify, the tournament): documents to read, JSON lines to write."""
+"""Files in and out for the inference commands (sample, score, classify, the tournament): documents to read,
+JSON lines to write."""
 from __future__ import annotations
 
 import json

@@ -34,7 +34,8 @@ def direction_from_checkpoint(checkpoint: dict, source: str = "judge") -> bool:
         return False  # predicts the fraction of corrupted (or wrongly reconstructed) tokens
     if score_source == "documents":
         return True  # predicts the documents' own quality scores
-    raise UserError(f"the judge {source} does not record what its scores mean; set the judge direction to 'higher' or 'lower'")
+    raise UserError(f"the judge {source} does not record what its scores mean; set the judge direction to "
+                    "'higher' or 'lower'")
 
 
 class Judge:

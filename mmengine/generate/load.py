@@ -15,7 +15,8 @@ import torch
 
 from mmengine.errors import CheckpointError, UserError
 
-ROLES = {"language_model": "language model", "token_classifier": "token classifier", "sequence_scorer": "sequence scorer"}
+ROLES = {"language_model": "language model", "token_classifier": "token classifier",
+         "sequence_scorer": "sequence scorer"}
 
 
 @dataclass
@@ -78,8 +79,10 @@ def load_for_inference(path, mode: str, *, data_dir: str | None = None, device="
         raise UserError(f"{role}: {exc}") from None
     have = model.config.mode.value
     if have != mode:
-        hint = {"sequence_scorer": " (give it as --sample.judge)", "token_classifier": " (give it as --sample.inspector)"}
-        raise UserError(f"{path} is a {ROLES.get(have, have)} checkpoint, not a {role}{hint.get(have, '') if mode == 'language_model' else ''}")
+        hint = {"sequence_scorer": " (give it as --sample.judge)",
+                "token_classifier": " (give it as --sample.inspector)"}
+        raise UserError(f"{path} is a {ROLES.get(have, have)} checkpoint, "
+                        f"not a {role}{hint.get(have, '') if mode == 'language_model' else ''}")
     check_finite(model, path)
     if model.config.vocab_size < meta.text_vocab_size:
         raise UserError(f"{path} has {model.config.vocab_size} embedding rows, fewer than the {meta.text_vocab_size} "

@@ -324,7 +324,8 @@ class _Run:
 
 
 @torch.no_grad()
-def self_confidence(lm, x: torch.Tensor, generated: np.ndarray, mask_id: int | None, text_vocab_size: int) -> torch.Tensor:
+def self_confidence(lm, x: torch.Tensor, generated: np.ndarray, mask_id: int | None,
+                    text_vocab_size: int) -> torch.Tensor:
     """Mean log P_LM(token | rest) over the ``generated`` (N,) positions of each row of ``x`` (R, N); (R,) float.
 
     Bidirectional LM: :data:`CONFIDENCE_PASSES` forwards per window, pass k masking the generated
@@ -397,7 +398,8 @@ def _check_ids(ids, vocab: SamplerVocab, what: str, allow_none: bool = False) ->
 
 
 def auto_remasking(have_inspector: bool) -> str:
-    """What ``remasking = 'auto'`` means: 'mixed' with an inspector, else 'random' (measured best; benchmarks/QUALITY.md)."""
+    """What ``remasking = 'auto'`` means: 'mixed' with an inspector, else 'random'
+    (measured best; benchmarks/QUALITY.md)."""
     return "mixed" if have_inspector else "random"
 
 
@@ -457,7 +459,8 @@ def generate(lm, cfg: SampleConfig, vocab: SamplerVocab, *, inspector=None, judg
             m.train(mode)
     keep = list(range(rows))
     if scores is not None and cfg.best_of > 1:
-        keep = [j * cfg.best_of + judge.best(scores[j * cfg.best_of:(j + 1) * cfg.best_of]) for j in range(cfg.num_samples)]
+        keep = [j * cfg.best_of + judge.best(scores[j * cfg.best_of:(j + 1) * cfg.best_of])
+                for j in range(cfg.num_samples)]
     seconds = time.perf_counter() - started
     return [Sample(ids=ids[r], self_confidence=float(confidence[r]),
                    judge_score=None if scores is None else float(scores[r]), steps=int(steps[r]), seconds=seconds)

@@ -68,8 +68,8 @@ def sample_texts(lm, meta, tokenizer, cfg: SampleConfig, *, inspector=None, judg
     if inspector is None and cfg.inspector:
         inspector = Inspector.from_checkpoint(cfg.inspector, vocab, device=device, meta=meta)
     if judge is None and cfg.judge:
-        judge = Judge.from_checkpoint(cfg.judge, vocab, direction=cfg.judge_direction, aggregate=cfg.judge_aggregate, meta=meta,
-                                      device=device)
+        judge = Judge.from_checkpoint(cfg.judge, vocab, direction=cfg.judge_direction, aggregate=cfg.judge_aggregate,
+                                      meta=meta, device=device)
     prompt_ids = _encode(tokenizer, cfg.prompt, "sample.prompt") if cfg.prompt else None
     template = parse_infill(cfg.infill, tokenizer) if cfg.infill else None
     samples = generate(lm, cfg, vocab, inspector=inspector, judge=judge, prompt_ids=prompt_ids, template=template,

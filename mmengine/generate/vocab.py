@@ -32,15 +32,20 @@ class SamplerVocab:
     newline_id: int | None = None
 
     def __post_init__(self):
-        if isinstance(self.text_vocab_size, bool) or not isinstance(self.text_vocab_size, int) or self.text_vocab_size < 1:
+        if (isinstance(self.text_vocab_size, bool) or not isinstance(self.text_vocab_size, int)
+                or self.text_vocab_size < 1):
             raise ValueError(f"text_vocab_size must be a positive integer, got {self.text_vocab_size!r}")
-        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int) or self.vocab_size < self.text_vocab_size:
-            raise ValueError(f"vocab_size must be an integer >= text_vocab_size ({self.text_vocab_size}), got {self.vocab_size!r}")
+        if (isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int)
+                or self.vocab_size < self.text_vocab_size):
+            raise ValueError("vocab_size must be an integer >= text_vocab_size "
+                             f"({self.text_vocab_size}), got {self.vocab_size!r}")
         for name in ("mask_id", "cls_id", "pad_id"):
             i = getattr(self, name)
             if i is not None and not (isinstance(i, int) and self.text_vocab_size <= i < self.vocab_size):
-                raise ValueError(f"{name} must be a special id in [{self.text_vocab_size}, {self.vocab_size}), got {i!r}")
-        if self.newline_id is not None and not (isinstance(self.newline_id, int) and 0 <= self.newline_id < self.text_vocab_size):
+                raise ValueError(f"{name} must be a special id in [{self.text_vocab_size}, {self.vocab_size}), "
+                                 f"got {i!r}")
+        if self.newline_id is not None and not (isinstance(self.newline_id, int)
+                                                and 0 <= self.newline_id < self.text_vocab_size):
             raise ValueError(f"newline_id must be a text id in [0, {self.text_vocab_size}), got {self.newline_id!r}")
 
     @classmethod
@@ -66,11 +71,11 @@ class SamplerVocab:
             raise UserError(f"the {role} was trained on a text vocabulary of {text_vocab_size} tokens, "
                             f"the language model's has {self.text_vocab_size}")
         if rows < self.text_vocab_size:
-            raise UserError(f"the {role}'s embedding has {rows} rows, fewer than the {self.text_vocab_size} text tokens "
-                            "of the language model's vocabulary")
+            raise UserError(f"the {role}'s embedding has {rows} rows, fewer than the {self.text_vocab_size} text "
+                            "tokens of the language model's vocabulary")
         if text_vocab_size is None and rows not in (self.vocab_size, self.text_vocab_size + LEGACY_RESERVED_IDS):
-            raise UserError(f"the {role}'s embedding has {rows} rows, which does not fit the language model's vocabulary "
-                            f"({self.text_vocab_size} text tokens, {self.vocab_size} ids)")
+            raise UserError(f"the {role}'s embedding has {rows} rows, which does not fit the language model's "
+                            f"vocabulary ({self.text_vocab_size} text tokens, {self.vocab_size} ids)")
 
 
 def _newline_id(meta, tokenizer) -> int | None:

@@ -76,7 +76,8 @@ class Windows:
         self.starts = starts
         n = len(starts) if starts is not None else len(tokens) - length + 1
         if n < 1:
-            raise UserError(f"the {split} split has {len(tokens)} tokens, too few for windows of {length} tokens (lower data.block_size).")
+            raise UserError(f"the {split} split has {len(tokens)} tokens, too few for windows of {length} tokens "
+                            "(lower data.block_size).")
         self.num_items = int(n)
 
     def offsets(self, idx: np.ndarray) -> np.ndarray:
@@ -137,7 +138,8 @@ class ModeSpec:
             return list(self.meta.separator_ids)
         tok = self.data.tokenizer
         if tok is None:
-            raise UserError("data.separator is text but the data dir has no tokenizer to encode it; leave it empty to use meta.json's separator.")
+            raise UserError("data.separator is text but the data dir has no tokenizer to encode it; "
+                            "leave it empty to use meta.json's separator.")
         return list(tok.encode(sep))
 
     def windows(self, split: str) -> Windows:
@@ -150,10 +152,12 @@ class ModeSpec:
             if self.cfg.data.use_paragraph_boundaries:
                 sep = self.separator_ids()
                 if not sep:
-                    raise UserError("data.use_paragraph_boundaries is true but the data dir defines no separator (set data.separator).")
+                    raise UserError("data.use_paragraph_boundaries is true but the data dir defines no separator "
+                                    "(set data.separator).")
                 starts = fastloader.paragraph_starts(tokens, np.asarray(sep, dtype=np.int64), length)
                 if len(starts) == 0:
-                    raise UserError(f"no paragraph of the {split} split fits a window of {length} tokens; lower data.block_size or switch off data.use_paragraph_boundaries.")
+                    raise UserError(f"no paragraph of the {split} split fits a window of {length} tokens; "
+                                    "lower data.block_size or switch off data.use_paragraph_boundaries.")
             self._windows[split] = Windows(tokens, length, starts=starts, split=split)
         return self._windows[split]
 
@@ -164,7 +168,8 @@ class ModeSpec:
         """Immutable snapshot of whatever changes how batches are built (the curriculum stage)."""
         return None
 
-    def build_batch(self, split: str, idx: np.ndarray, rng: np.random.Generator, iteration: int, batch_state: Any) -> dict:
+    def build_batch(self, split: str, idx: np.ndarray, rng: np.random.Generator, iteration: int,
+                    batch_state: Any) -> dict:
         """The batch of item indices ``idx`` of ``split``; all randomness from ``rng``."""
         raise NotImplementedError
 
@@ -181,7 +186,8 @@ class ModeSpec:
         out = []
         for i in range(n):
             rng = rng_for(self.cfg.run.seed, 0, i, STREAM_VAL)
-            out.append(("all", self.build_batch("val", idx[i * B:(i + 1) * B], rng, self.cfg.train.max_iters, self.batch_state())))
+            out.append(("all", self.build_batch("val", idx[i * B:(i + 1) * B], rng, self.cfg.train.max_iters,
+                                                self.batch_state())))
         return out
 
     # --- model ----------------------------------------------------------------------------
@@ -196,10 +202,12 @@ class ModeSpec:
             have = getattr(have, "value", have)  # ModelMode -> its string
             if have != want:
                 raise UserError(f"{source} holds a model with {key}={have!r} but this config's train.training_type="
-                                f"'{self.cfg.train.training_type}' needs {want!r}; use the configuration that run was started with.")
+                                f"'{self.cfg.train.training_type}' needs {want!r}; "
+                                "use the configuration that run was started with.")
         if model.config.attention_type not in self.allowed_attention:
-            raise UserError(f"{source} holds a model with {model.config.attention_type} attention but train.training_type="
-                            f"'{self.cfg.train.training_type}' needs {' or '.join(self.allowed_attention)} attention.")
+            raise UserError(f"{source} holds a model with {model.config.attention_type} attention but "
+                            f"train.training_type='{self.cfg.train.training_type}' needs "
+                            f"{' or '.join(self.allowed_attention)} attention.")
 
     def loss(self, model, batch: dict):
         """(logits, loss) of one batch of tensors."""
@@ -218,7 +226,8 @@ class ModeSpec:
         out = {"loss": float(np.mean([r[2] for r in results]))}
         summaries = [r[1] for r in results if r[1] is not None]
         if summaries:
-            out.update(self.figures(np.concatenate([p for p, _ in summaries]), np.concatenate([t for _, t in summaries])))
+            out.update(self.figures(np.concatenate([p for p, _ in summaries]),
+                                    np.concatenate([t for _, t in summaries])))
         return out
 
     def evaluate(self, model, batches: list[tuple[str, dict]], autocast=contextlib.nullcontext) -> dict:
@@ -237,7 +246,8 @@ class ModeSpec:
     # --- curriculum -----------------------------------------------------------------------
 
     def observe_eval(self, metrics: dict) -> tuple[dict, str] | None:
-        """Called on rank 0 after each evaluation; when batch building changed, (event for metrics.jsonl, console line)."""
+        """Called on rank 0 after each evaluation; when batch building changed, (event for metrics.jsonl,
+        console line)."""
         return None
 
     def state_dict(self) -> dict:

@@ -28,18 +28,22 @@ _DEFAULT_STAGES = [{"type": "random", "max_masked_ratio": 1.0}]
 class SequenceScoringConfig:
     """[sequence_scoring] one score in [0, 1] per sequence, read at the [CLS] position."""
 
-    score_source: str = option("synthetic", "'documents' (a data dir prepared from {text, score} JSONL), 'synthetic' (score = fraction "
-                                            "of corrupted tokens, any corpus) or 'reconstruction' (score = share of the window a frozen "
-                                            "LM rewrote after masking, the earlier trainer's labels).",
+    score_source: str = option("synthetic", "'documents' (a data dir prepared from {text, score} JSONL), 'synthetic' "
+                                            "(score = fraction of corrupted tokens, any corpus) or 'reconstruction' "
+                                            "(score = share of the window a frozen LM rewrote after masking, "
+                                            "the earlier trainer's labels).",
                                choices=("synthetic", "documents", "reconstruction"))
-    max_corruption_rate: float = option(0.5, "Synthetic scores: each window is corrupted at a rate drawn uniformly from [0, this].")
-    unmasking_model_checkpoint: str = option("", "Reconstruction: the frozen masked-diffusion LM (an unmasking run's checkpoint, or the "
-                                                 "earlier trainer's) that fills the masked positions (argmax over text ids).")
-    stages: list = option(_DEFAULT_STAGES, "Reconstruction: masking stages; every batch mixes them (rows split evenly, the remainder "
-                                           "to the earlier stages, in random order).")
+    max_corruption_rate: float = option(0.5, "Synthetic scores: each window is corrupted at a rate drawn uniformly "
+                                             "from [0, this].")
+    unmasking_model_checkpoint: str = option("", "Reconstruction: the frozen masked-diffusion LM "
+                                                 "(an unmasking run's checkpoint, or the earlier trainer's) "
+                                                 "that fills the masked positions (argmax over text ids).")
+    stages: list = option(_DEFAULT_STAGES, "Reconstruction: masking stages; every batch mixes them (rows split evenly, "
+                                           "the remainder to the earlier stages, in random order).")
     validation_stages: list = option([], "Reconstruction: masking stages of the validation set; empty = stages.")
-    reconstruction_label: str = option("rewritten", "Reconstruction: 'rewritten' (share of the window the LM filled, i.e. masked: the "
-                                                    "earlier trainer's label) or 'wrong' (share where its fill differs from the text).",
+    reconstruction_label: str = option("rewritten", "Reconstruction: 'rewritten' (share of the window the LM filled, "
+                                                    "i.e. masked: the earlier trainer's label) or 'wrong' "
+                                                    "(share where its fill differs from the text).",
                                        choices=("rewritten", "wrong"))
 
 
@@ -62,14 +66,16 @@ class SequenceScoringMode(ModeSpec):
 
         if s.score_source != "reconstruction":
             changed = [k for k, on in (("unmasking_model_checkpoint", s.unmasking_model_checkpoint),
-                                       ("stages", s.stages != _DEFAULT_STAGES), ("validation_stages", s.validation_stages),
+                                       ("stages", s.stages != _DEFAULT_STAGES),
+                                       ("validation_stages", s.validation_stages),
                                        ("reconstruction_label", s.reconstruction_label != "rewritten")) if on]
             if changed:
-                raise ConfigError(f"sequence_scoring.{changed[0]} is set but applies only to score_source='reconstruction' "
-                                  f"(this run's is {s.score_source!r}).")
+                raise ConfigError(f"sequence_scoring.{changed[0]} is set but applies only to "
+                                  f"score_source='reconstruction' (this run's is {s.score_source!r}).")
             return
         if not s.unmasking_model_checkpoint:
-            raise ConfigError("sequence_scoring.score_source='reconstruction' needs sequence_scoring.unmasking_model_checkpoint "
+            raise ConfigError("sequence_scoring.score_source='reconstruction' needs "
+                              "sequence_scoring.unmasking_model_checkpoint "
                               "(the language model that fills the masked positions).")
         if not s.stages:
             raise ConfigError("sequence_scoring.stages must list at least one masking stage.")
@@ -79,11 +85,13 @@ class SequenceScoringMode(ModeSpec):
             from pathlib import Path
 
             if not Path(s.unmasking_model_checkpoint).is_file():
-                raise ConfigError(f"sequence_scoring.unmasking_model_checkpoint '{s.unmasking_model_checkpoint}' does not exist.")
+                raise ConfigError("sequence_scoring.unmasking_model_checkpoint "
+                                  f"'{s.unmasking_model_checkpoint}' does not exist.")
 
     @classmethod
     def masking_stages(cls, cfg) -> list[tuple[str, list]]:
-        """[(role, [MaskingStage, ...])] a reconstruction run masks with (for ``python -m mmengine.masking_preview``)."""
+        """[(role, [MaskingStage, ...])] a reconstruction run masks with
+        (for ``python -m mmengine.masking_preview``)."""
         from mmengine.data.masking import MaskingStage
 
         s = cfg.sequence_scoring
@@ -111,17 +119,22 @@ class SequenceScoringMode(ModeSpec):
         elif self.source == "documents":
             for split in ("train", "val"):
                 if data.documents(split) is None:
-                    raise UserError(f"sequence_scoring.score_source='documents' but the data dir has no {split} documents (prepare it from {{text, score}} JSONL).")
+                    raise UserError(f"sequence_scoring.score_source='documents' but the data dir has no {split} "
+                                    "documents (prepare it from {text, score} JSONL).")
         else:
             from mmengine.data.masking import MaskingStage
 
             self.stages = parse_items("sequence_scoring.stages", s.stages, MaskingStage.from_dict)
-            self.val_stages = parse_items("sequence_scoring.validation_stages", s.validation_stages, MaskingStage.from_dict) or self.stages
+            self.val_stages = (parse_items("sequence_scoring.validation_stages", s.validation_stages,
+                                           MaskingStage.from_dict)
+                               or self.stages)
             cls_id = cfg.transfer.cls_token_id if cfg.transfer.cls_token_id >= 0 else None
-            self.lm = reconstruction_lm or ReconstructionLM(s.unmasking_model_checkpoint, self.meta, cls_token_id=cls_id)
+            self.lm = reconstruction_lm or ReconstructionLM(s.unmasking_model_checkpoint, self.meta,
+                                                            cls_token_id=cls_id)
             if self.lm.block_size < self.window_length():
-                raise UserError(f"sequence_scoring.unmasking_model_checkpoint reads {self.lm.block_size} tokens at most but this run's "
-                                f"windows hold {self.window_length()} (data.block_size - 1); lower data.block_size.")
+                raise UserError(f"sequence_scoring.unmasking_model_checkpoint reads {self.lm.block_size} tokens at "
+                                f"most but this run's windows hold {self.window_length()} "
+                                "(data.block_size - 1); lower data.block_size.")
 
     def window_length(self) -> int:
         return self.block_size - 1  # position 0 holds [CLS]
@@ -149,7 +162,8 @@ class SequenceScoringMode(ModeSpec):
 
             tokens, offsets, scores = self.documents(split)
             idx = np.asarray(idx, dtype=np.int64)
-            x, lengths = fastloader.gather_documents(tokens, offsets, idx, self.block_size, cls_id=self.cls_id, pad_id=self.pad_id)
+            x, lengths = fastloader.gather_documents(tokens, offsets, idx, self.block_size, cls_id=self.cls_id,
+                                                     pad_id=self.pad_id)
             return {"x": x, "y": np.asarray(scores[idx], dtype=np.float32), "lengths": lengths}
         x = self.windows(split).gather(idx)
         if self.synthetic:
@@ -179,7 +193,8 @@ class SequenceScoringMode(ModeSpec):
 
     def describe(self):
         what = {"synthetic": "synthetic scores (fraction corrupted)", "documents": "document scores",
-                "reconstruction": f"reconstruction scores (share {self.cfg.sequence_scoring.reconstruction_label} by a frozen LM)"}
+                "reconstruction": f"reconstruction scores (share {self.cfg.sequence_scoring.reconstruction_label} "
+                                  "by a frozen LM)"}
         return "sequence scoring, " + what[self.source]
 
 
@@ -198,8 +213,8 @@ class ReconstructionLM:
         self.model = model_from_checkpoint(ckpt, source=str(path)).to(device).eval()
         cfg = self.model.config
         if cfg.mode.value != "language_model" or cfg.attention_type != "bidirectional":
-            raise UserError(f"sequence_scoring.unmasking_model_checkpoint {path} must be a bidirectional language model (an "
-                            f"unmasking run), not a {cfg.attention_type} {cfg.mode.value}.")
+            raise UserError(f"sequence_scoring.unmasking_model_checkpoint {path} must be a bidirectional language "
+                            f"model (an unmasking run), not a {cfg.attention_type} {cfg.mode.value}.")
         self.block_size = cfg.block_size
         self.mask_id = meta.mask_id
         self.text_vocab = meta.text_vocab_size

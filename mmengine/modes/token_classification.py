@@ -22,17 +22,22 @@ from mmengine.schema import option, parse_items
 class TokenClassificationConfig:
     """[token_classification] one class per token."""
 
-    num_token_classes: int = option(0, "Classes per token; 0 = derived (labels: from the data dir; corruption: 1 + number of kinds; remasking_binary: 2).")
-    label_source: str = option("corruption", "'corruption' (labels made on the fly: 0 = original, k = k-th corruption kind) or 'labels' (the data dir's label files).",
+    num_token_classes: int = option(0, "Classes per token; 0 = derived (labels: from the data dir; corruption: "
+                                       "1 + number of kinds; remasking_binary: 2).")
+    label_source: str = option("corruption", "'corruption' (labels made on the fly: 0 = original, "
+                                             "k = k-th corruption kind) or 'labels' (the data dir's label files).",
                                choices=("corruption", "labels"))
-    corruption: list = option([], "Corruption kinds, each an inline table {type=\"random\"|\"lm\"|\"swap\"|\"repeat\", rate=..., rate_start=..., ramp_iters=...}; "
-                                  "empty = the first num_token_classes - 1 of random (rate 0.15), swap (0.05), repeat (0.05).")
-    lm_checkpoint: str = option("", "Language-model checkpoint that samples the replacements of an 'lm' corruption kind.")
+    corruption: list = option([], "Corruption kinds, each an inline table {type=\"random\"|\"lm\"|\"swap\"|\"repeat\", "
+                                  "rate=..., rate_start=..., ramp_iters=...}; empty = the first num_token_classes - 1 "
+                                  "of random (rate 0.15), swap (0.05), repeat (0.05).")
+    lm_checkpoint: str = option("", "Language-model checkpoint that samples the replacements of an "
+                                    "'lm' corruption kind.")
 
 
 # Class k of a corruption run is the k-th kind; an empty list takes the first num_token_classes - 1 of
 # these, so `--training_type=token_classification --num_token_classes=3` (a train_run.py command line) runs.
-DEFAULT_CORRUPTION = ({"type": "random", "rate": 0.15}, {"type": "swap", "rate": 0.05}, {"type": "repeat", "rate": 0.05})
+DEFAULT_CORRUPTION = ({"type": "random", "rate": 0.15}, {"type": "swap", "rate": 0.05},
+                      {"type": "repeat", "rate": 0.05})
 
 
 class TokenClassificationMode(ModeSpec):
@@ -57,8 +62,8 @@ class TokenClassificationMode(ModeSpec):
             return tc.corruption
         n = cls.fixed_classes or tc.num_token_classes or 2
         if n - 1 > len(DEFAULT_CORRUPTION):
-            raise ConfigError(f"{n} token classes need {n - 1} corruption kinds but only {len(DEFAULT_CORRUPTION)} have defaults; "
-                              "list them in token_classification.corruption.")
+            raise ConfigError(f"{n} token classes need {n - 1} corruption kinds but only {len(DEFAULT_CORRUPTION)} "
+                              "have defaults; list them in token_classification.corruption.")
         return [dict(k) for k in DEFAULT_CORRUPTION[:n - 1]]
 
     @classmethod
@@ -78,7 +83,8 @@ class TokenClassificationMode(ModeSpec):
         super().check_config(cfg, check_paths=check_paths)
         tc = cfg.token_classification
         if cls.fixed_classes and tc.num_token_classes not in (0, cls.fixed_classes):
-            raise ConfigError(f"train.training_type='{cfg.train.training_type}' means {cls.fixed_classes} classes, but num_token_classes is {tc.num_token_classes}.")
+            raise ConfigError(f"train.training_type='{cfg.train.training_type}' means {cls.fixed_classes} classes, "
+                              f"but num_token_classes is {tc.num_token_classes}.")
         if tc.num_token_classes == 1 or tc.num_token_classes < 0:
             raise ConfigError(f"token_classification.num_token_classes must be at least 2, got {tc.num_token_classes}.")
         if tc.label_source != "corruption":
@@ -87,10 +93,12 @@ class TokenClassificationMode(ModeSpec):
         _check_corruption(kinds)
         n = cls.num_classes_of(cfg)
         if n is not None and n != 1 + len(kinds):
-            raise ConfigError(f"{n} token classes do not match {len(kinds)} corruption kind(s): class 0 is 'original' and each kind adds one class, so use {1 + len(kinds)}.")
+            raise ConfigError(f"{n} token classes do not match {len(kinds)} corruption kind(s): class 0 is "
+                              f"'original' and each kind adds one class, so use {1 + len(kinds)}.")
         if any(k.get("type") == "lm" for k in kinds):
             if not tc.lm_checkpoint:
-                raise ConfigError("an 'lm' corruption kind needs token_classification.lm_checkpoint (the LM that samples replacements).")
+                raise ConfigError("an 'lm' corruption kind needs token_classification.lm_checkpoint "
+                                  "(the LM that samples replacements).")
             if check_paths and not Path(tc.lm_checkpoint).is_file():
                 raise ConfigError(f"token_classification.lm_checkpoint '{tc.lm_checkpoint}' does not exist.")
 
@@ -109,7 +117,8 @@ class TokenClassificationMode(ModeSpec):
         if self.from_labels:
             for split in ("train", "val"):
                 if data.labels(split) is None:
-                    raise UserError(f"token_classification.label_source='labels' but the data dir has no {split} label file (prepare it from {{text, spans}} JSONL).")
+                    raise UserError(f"token_classification.label_source='labels' but the data dir has no {split} label "
+                                    "file (prepare it from {text, spans} JSONL).")
             in_data = getattr(self.meta, "num_token_classes", None)
             n = self.num_classes_of(cfg) or in_data
             if not n:
@@ -117,7 +126,9 @@ class TokenClassificationMode(ModeSpec):
             if in_data and n < in_data:
                 # said now, not when the first batch with a high label happens to be drawn
                 raise UserError(f"the data dir's labels have {in_data} classes but the run has {n} "
-                                f"(train.training_type='{cfg.train.training_type}', token_classification.num_token_classes={cfg.token_classification.num_token_classes}).")
+                                f"(train.training_type='{cfg.train.training_type}', "
+                                "token_classification.num_token_classes="
+                                f"{cfg.token_classification.num_token_classes}).")
             self.num_classes = int(n)
             self.corruptor = None
         else:
@@ -141,7 +152,8 @@ class TokenClassificationMode(ModeSpec):
         if self.from_labels:
             y = self._labels(split, idx)
             if y.size and y.max() >= self.num_classes:
-                raise UserError(f"the {split} label file holds class {int(y.max())} but the run has {self.num_classes} classes.")
+                raise UserError(f"the {split} label file holds class {int(y.max())} "
+                                f"but the run has {self.num_classes} classes.")
             return {"x": x, "y": y}
         xc, y = self.corruptor.corrupt(x, rng, iteration)
         return {"x": np.asarray(xc, dtype=np.int64), "y": np.asarray(y, dtype=np.int64)}
@@ -179,7 +191,8 @@ def _check_corruption(kinds: list) -> None:
     for it in sorted({0, *(k.ramp_iters for k in parsed)}):
         total = sum(k.rate_at(it) for k in parsed)
         if total > 1.0 + 1e-9:
-            raise ConfigError(f"the token_classification.corruption rates sum to {total:.3g} at iteration {it}; they must sum to at most 1.")
+            raise ConfigError(f"the token_classification.corruption rates sum to {total:.3g} at iteration {it}; "
+                              "they must sum to at most 1.")
 
 
 class LMSampler:
@@ -194,17 +207,18 @@ class LMSampler:
         import torch
 
         from mmengine.checkpoint import load_checkpoint, model_from_checkpoint
-
         from mmengine.upstream import prepare_for_data
 
         ckpt = prepare_for_data(load_checkpoint(path), meta, source=str(path))  # another trainer's vocabulary: mapped
         self.model = model_from_checkpoint(ckpt, source=str(path)).to(device).eval()
         cfg = self.model.config
         if cfg.mode.value != "language_model" or cfg.attention_type != "bidirectional":
-            raise UserError(f"token_classification.lm_checkpoint {path} must be a bidirectional language model (an unmasking run), not a {cfg.attention_type} {cfg.mode.value}.")
+            raise UserError(f"token_classification.lm_checkpoint {path} must be a bidirectional language model "
+                            f"(an unmasking run), not a {cfg.attention_type} {cfg.mode.value}.")
         saved = ((ckpt.get("trainer") or {}).get("data_meta") or {}).get("text_vocab_size")
         if saved is not None and saved != meta.text_vocab_size:
-            raise UserError(f"token_classification.lm_checkpoint {path} was trained on a text vocabulary of {saved} tokens, this data has {meta.text_vocab_size}.")
+            raise UserError(f"token_classification.lm_checkpoint {path} was trained on a text vocabulary of {saved} "
+                            f"tokens, this data has {meta.text_vocab_size}.")
         if cfg.vocab_size <= meta.mask_id:
             raise UserError(f"token_classification.lm_checkpoint {path} has no [MASK] embedding for id {meta.mask_id}.")
         self.mask_id = meta.mask_id

@@ -38,35 +38,44 @@ RECIPE_KEY = "train_recipes"
 class UnmaskingConfig:
     """[unmasking] the masked-diffusion language model."""
 
-    objective: str = option("stages", "'stages' (masking-stage curriculum) or 'continuous_time' (MDLM/LLaDA: t ~ U(eps,1), loss weighted 1/t).",
+    objective: str = option("stages", "'stages' (masking-stage curriculum) or 'continuous_time' (MDLM/LLaDA: "
+                                      "t ~ U(eps,1), loss weighted 1/t).",
                             choices=("stages", "continuous_time"))
     stages: list = option([{"type": "random", "max_masked_ratio": 1.0}],
-                          "Masking stages, trained in order; each an inline table like {type=\"sticky\", target_masked_ratio=0.4, p1=0.1, p2=0.6} "
-                          "(the earlier trainer's keys p1_probability, p2_probability, spans_count, val_loss_stale_count work too).")
-    val_loss_stale_count: int = option(3, "Advance to the next stage after this many evaluations without a better validation loss "
-                                          "(a stage's own val_loss_stale_count wins).")
-    bert_replacement: bool = option(False, "BERT-style 80/10/10: of the selected positions 10% get a random token and 10% stay unchanged.")
-    estimator: str = option("exact_count", "How the continuous-time objective masks a row: 'exact_count' (exactly k ~ U{1..T} tokens, "
-                                           "each row's mean CE: an unbiased NELBO with bounded weights) or 'bernoulli' (t ~ U(eps, 1), "
+                          "Masking stages, trained in order; each an inline table like {type=\"sticky\", "
+                          "target_masked_ratio=0.4, p1=0.1, p2=0.6} (the earlier trainer's keys p1_probability, "
+                          "p2_probability, spans_count, val_loss_stale_count work too).")
+    val_loss_stale_count: int = option(3, "Advance to the next stage after this many evaluations without a better "
+                                          "validation loss (a stage's own val_loss_stale_count wins).")
+    bert_replacement: bool = option(False, "BERT-style 80/10/10: of the selected positions 10% get a random token and "
+                                           "10% stay unchanged.")
+    estimator: str = option("exact_count", "How the continuous-time objective masks a row: 'exact_count' "
+                                           "(exactly k ~ U{1..T} tokens, each row's mean CE: "
+                                           "an unbiased NELBO with bounded weights) or 'bernoulli' (t ~ U(eps, 1), "
                                            "each token with probability t, weighted 1/t: MDLM's form, high variance).",
                             choices=("exact_count", "bernoulli"))
     eps: float = option(1e-3, "Smallest masking time t of the 'bernoulli' estimator.")
-    text_only: bool = option(True, "Softmax over the text vocabulary only: the model never puts probability on [MASK] or another "
-                                   "special id (MDLM's zero-masking-probability parameterization).")
-    validation_stages: list = option([], "Masking stages of the validation set, one loss each; empty = the training stages. With a list "
-                                         "of its own the curriculum follows the mean validation loss (the earlier trainer's way).")
-    stage_mixing: str = option("current", "Stages a training batch is masked with: 'current' (the curriculum's stage), 'up_to_current' "
-                                          "(stages 0..current mixed: rows split evenly, the remainder to the earlier stages, in random "
-                                          "order; the earlier trainer's default) or 'all' (every stage mixed so, whatever the curriculum "
-                                          "stage; its use_all_stages_for_training = True).",
+    text_only: bool = option(True, "Softmax over the text vocabulary only: the model never puts probability on [MASK] "
+                                   "or another special id (MDLM's zero-masking-probability parameterization).")
+    validation_stages: list = option([], "Masking stages of the validation set, one loss each; "
+                                         "empty = the training stages. With a list of its own the curriculum follows "
+                                         "the mean validation loss (the earlier trainer's way).")
+    stage_mixing: str = option("current", "Stages a training batch is masked with: 'current' (the curriculum's stage), "
+                                          "'up_to_current' (stages 0..current mixed: rows split evenly, "
+                                          "the remainder to the earlier stages, in random order; "
+                                          "the earlier trainer's default) or 'all' (every stage mixed so, "
+                                          "whatever the curriculum stage; its use_all_stages_for_training = True).",
                                choices=("current", "up_to_current", "all"))
-    uncertainty_factor: float = option(0.0, "Label smoothing of the training loss: the true token gets 1 - u, the other text ids "
-                                            "share u; special ids get nothing (0 = off).")
-    weight_loss_by_mask_ratio: bool = option(False, "Multiply the training loss by sqrt(1 / masked share of the batch).")
-    enable_entropy_penalty: bool = option(False, "Multiply the training loss by 1 + lambda(t) (Hmax - H_wrong) / Hmax, H_wrong the "
-                                                 "entropy of the predicted distribution over the wrong tokens (concentrated wrong answers "
-                                                 "cost more), Hmax = log(softmax width - 1).")
-    max_entropy_penalty: float = option(0.5, "lambda at train.max_iters; it ramps linearly from 0 at entropy_penalty_start_iter.")
+    uncertainty_factor: float = option(0.0, "Label smoothing of the training loss: the true token gets 1 - u, "
+                                            "the other text ids share u; special ids get nothing (0 = off).")
+    weight_loss_by_mask_ratio: bool = option(False, "Multiply the training loss by "
+                                                    "sqrt(1 / masked share of the batch).")
+    enable_entropy_penalty: bool = option(False, "Multiply the training loss by 1 + lambda(t) (Hmax - H_wrong) / Hmax, "
+                                                 "H_wrong the entropy of the predicted distribution over the wrong "
+                                                 "tokens (concentrated wrong answers cost more), "
+                                                 "Hmax = log(softmax width - 1).")
+    max_entropy_penalty: float = option(0.5, "lambda at train.max_iters; "
+                                             "it ramps linearly from 0 at entropy_penalty_start_iter.")
     entropy_penalty_start_iter: int = option(0, "Step from which the entropy penalty ramps up (lambda = 0 before).")
 
 
@@ -94,14 +103,16 @@ class UnmaskingMode(ModeSpec):
         if not 0 <= u.uncertainty_factor < 1:
             raise ConfigError(f"unmasking.uncertainty_factor must be in [0, 1), got {u.uncertainty_factor}.")
         if u.max_entropy_penalty < 0 or u.entropy_penalty_start_iter < 0:
-            raise ConfigError("unmasking.max_entropy_penalty and unmasking.entropy_penalty_start_iter must not be negative.")
+            raise ConfigError("unmasking.max_entropy_penalty and unmasking.entropy_penalty_start_iter "
+                              "must not be negative.")
         if u.enable_entropy_penalty and u.entropy_penalty_start_iter >= cfg.train.max_iters:
-            raise ConfigError(f"unmasking.entropy_penalty_start_iter ({u.entropy_penalty_start_iter}) is not before train.max_iters "
-                              f"({cfg.train.max_iters}), so the entropy penalty would never apply.")
+            raise ConfigError(f"unmasking.entropy_penalty_start_iter ({u.entropy_penalty_start_iter}) is not before "
+                              f"train.max_iters ({cfg.train.max_iters}), so the entropy penalty would never apply.")
         if u.objective == "continuous_time":
             for key in ("stage_mixing", "validation_stages"):
                 if getattr(u, key) not in ("current", []):
-                    raise ConfigError(f"unmasking.{key} is about masking stages, which unmasking.objective='continuous_time' does not use.")
+                    raise ConfigError(f"unmasking.{key} is about masking stages, "
+                                      "which unmasking.objective='continuous_time' does not use.")
         from mmengine.data.masking import MaskingStage
 
         parse_items("unmasking.stages", u.stages, MaskingStage.from_dict)
@@ -117,7 +128,8 @@ class UnmaskingMode(ModeSpec):
             return []
         out = [("training stage", parse_items("unmasking.stages", u.stages, MaskingStage.from_dict))]
         if u.validation_stages:
-            out.append(("validation stage", parse_items("unmasking.validation_stages", u.validation_stages, MaskingStage.from_dict)))
+            out.append(("validation stage",
+                        parse_items("unmasking.validation_stages", u.validation_stages, MaskingStage.from_dict)))
         return out
 
     def __init__(self, cfg, data):
@@ -128,7 +140,8 @@ class UnmaskingMode(ModeSpec):
         self.continuous = u.objective == "continuous_time"
         self.stages = parse_items("unmasking.stages", u.stages, MaskingStage.from_dict)
         self.own_val_stages = bool(u.validation_stages)
-        self.val_stages = parse_items("unmasking.validation_stages", u.validation_stages, MaskingStage.from_dict) or self.stages
+        self.val_stages = (parse_items("unmasking.validation_stages", u.validation_stages, MaskingStage.from_dict)
+                           or self.stages)
         self.curriculum = StageCurriculum(self.stages, u.val_loss_stale_count)
         self.mask_id = self.meta.mask_id
         self.text_vocab = self.meta.text_vocab_size
@@ -189,7 +202,8 @@ class UnmaskingMode(ModeSpec):
         w = self.windows("val")
         groups = ["continuous"] if self.continuous else [f"stage{i}" for i in range(len(self.val_stages))]
         # every stage gets its own batches, so the hardest stages are never skipped
-        per_group = max(1, self.cfg.train.eval_iters if self.continuous else math.ceil(self.cfg.train.eval_iters / len(groups)))
+        per_group = max(1, self.cfg.train.eval_iters if self.continuous
+                        else math.ceil(self.cfg.train.eval_iters / len(groups)))
         idx = spread(w.num_items, per_group * self.batch_size)
         out = []
         for g, name in enumerate(groups):
@@ -197,7 +211,8 @@ class UnmaskingMode(ModeSpec):
                 rng = rng_for(self.cfg.run.seed, g, i, STREAM_VAL)
                 x = w.gather(idx[i * self.batch_size:(i + 1) * self.batch_size])
                 # continuous time: the low-discrepancy t of step i covers (eps, 1) evenly over the set
-                out.append((name, self._continuous(x, rng, i) if self.continuous else self._staged(x, rng, [self.val_stages[g]])))
+                out.append((name, self._continuous(x, rng, i) if self.continuous
+                                  else self._staged(x, rng, [self.val_stages[g]])))
         return out
 
     # --- loss -----------------------------------------------------------------------------
@@ -254,7 +269,8 @@ class UnmaskingMode(ModeSpec):
         masked = y != -1
         picked = logits[masked].float()  # (M, V)
         truth = y[masked]
-        p_true = torch.softmax(picked, dim=-1).gather(1, truth[:, None]).squeeze(1) if len(truth) else picked.new_zeros(0)
+        p_true = (torch.softmax(picked, dim=-1).gather(1, truth[:, None]).squeeze(1) if len(truth)
+                  else picked.new_zeros(0))
         return {"masked": int(masked.sum()), "hits": int((picked.argmax(-1) == truth).sum()) if len(truth) else 0,
                 "p_true": float(p_true.sum()), "width": int(logits.shape[-1]),
                 "ratios": masked.float().mean(1).cpu().numpy()}
@@ -268,8 +284,10 @@ class UnmaskingMode(ModeSpec):
         out = {}
         if n:
             p = sum(s["p_true"] for s in summaries) / n
-            out.update(accuracy=sum(s["hits"] for s in summaries) / n, p_correct=p, model_vs_uniform=p * summaries[0]["width"])
-        out.update(mask_ratio_mean=float(ratios.mean()), mask_ratio_min=float(ratios.min()), mask_ratio_max=float(ratios.max()))
+            out.update(accuracy=sum(s["hits"] for s in summaries) / n, p_correct=p,
+                       model_vs_uniform=p * summaries[0]["width"])
+        out.update(mask_ratio_mean=float(ratios.mean()), mask_ratio_min=float(ratios.min()),
+                   mask_ratio_max=float(ratios.max()))
         return out
 
     def metrics(self, results):
