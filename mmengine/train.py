@@ -259,16 +259,12 @@ class Trainer:
 
     def _build_model(self):
         from mmengine.checkpoint import checkpoint_config, model_from_checkpoint
-        from mmengine.transfer import build_run_model, model_config
+        from mmengine.transfer import build_run_model
 
         torch.manual_seed(seed_for(self.cfg.run.seed, 0, 0, 0))  # identical init on every rank
         if self.ckpt is None:
-            transfer = bool(self.cfg.transfer.init_from_checkpoint)
-            if not transfer:  # a transfer's trunk shape is the source's: known once the source is read, below
-                self._check_memory(model_config(self.cfg, self.mode, self.meta))
-            model = build_run_model(self.cfg, self.mode, self.meta)  # transfer + initial freeze happen here
-            if transfer:
-                self._check_memory(model.config)
+            # transfer + initial freeze happen here; the size is checked once the (source's) architecture is known
+            model = build_run_model(self.cfg, self.mode, self.meta, check=self._check_memory)
         else:
             # the checkpoint already holds the transferred trunk: the transfer source is never re-read
             source = str(self.resume_from)

@@ -197,12 +197,18 @@ def transfer_source(path, meta, cls_token_id: int | None = None) -> dict:
     return checkpoint
 
 
-def build_run_model(cfg, spec, meta) -> GPT:
-    """The model a new run starts from: its config, the transfer (source read once), the first freeze."""
+def build_run_model(cfg, spec, meta, *, check=None) -> GPT:
+    """The model a new run starts from: its config, the transfer (source read once), the first freeze.
+
+    ``check(config)`` runs once the architecture is known (a transfer's is the source's) and before anything
+    is allocated: the trainer's memory estimate.
+    """
     path = cfg.transfer.init_from_checkpoint
     cls_id = cfg.transfer.cls_token_id if cfg.transfer.cls_token_id >= 0 else None
     source = transfer_source(path, meta, cls_id) if path else None
     config = model_config(cfg, spec, meta, source, str(Path(path)) if path else "")
+    if check is not None:
+        check(config)
     return build_model(config, init_from=source, freeze=cfg.transfer.freeze_transformer and source is not None,
                        name=str(path) if path else None)
 

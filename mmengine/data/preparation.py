@@ -244,6 +244,19 @@ def _split_point(n: int, val_fraction: float) -> int:
     return n_train
 
 
+def _check_arguments(val_fraction: float, seed, tokenizer: str, vocab_size: int | None) -> None:
+    """The arguments every preparation checks first, before a temp dir exists (the BPE trainer aborts the
+    process on a huge vocabulary size)."""
+    _check_val_fraction(val_fraction)
+    if not _is_int(seed) or seed < 0:
+        raise PrepareError(f"--seed must be a non-negative integer, got {seed!r}")
+    if tokenizer == "bpe" and vocab_size is not None:
+        try:
+            check_bpe_vocab_size(vocab_size)
+        except TokenizerError as e:
+            raise PrepareError(str(e)) from None
+
+
 def write_text_data(
     inputs: Sequence,
     out: Path,
@@ -302,15 +315,7 @@ def prepare_text(
     progress: bool | None = None,
 ) -> DataMeta:
     """Prepare plain text files into ``out_dir`` atomically (see the module docstring). Returns its DataMeta."""
-    _check_val_fraction(val_fraction)
-    # Arguments first, before a temp dir exists: the BPE trainer aborts the process on a huge size.
-    if not _is_int(seed) or seed < 0:
-        raise PrepareError(f"--seed must be a non-negative integer, got {seed!r}")
-    if tokenizer == "bpe" and vocab_size is not None:
-        try:
-            check_bpe_vocab_size(vocab_size)
-        except TokenizerError as e:
-            raise PrepareError(str(e)) from None
+    _check_arguments(val_fraction, seed, tokenizer, vocab_size)
     with atomic_output_dir(out_dir, force=force, keep=inputs) as tmp:
         return write_text_data(
             inputs, tmp, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
@@ -572,15 +577,7 @@ def prepare_jsonl(
     progress: bool | None = None,
 ) -> DataMeta:
     """Prepare labelled JSONL files ({"text", "score"} or {"text", "spans"}) into ``out_dir`` atomically."""
-    _check_val_fraction(val_fraction)
-    # Arguments first, before a temp dir exists: the BPE trainer aborts the process on a huge size.
-    if not _is_int(seed) or seed < 0:
-        raise PrepareError(f"--seed must be a non-negative integer, got {seed!r}")
-    if tokenizer == "bpe" and vocab_size is not None:
-        try:
-            check_bpe_vocab_size(vocab_size)
-        except TokenizerError as e:
-            raise PrepareError(str(e)) from None
+    _check_arguments(val_fraction, seed, tokenizer, vocab_size)
     with atomic_output_dir(out_dir, force=force, keep=inputs) as tmp:
         return write_jsonl_data(
             inputs, tmp, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction, seed=seed,
