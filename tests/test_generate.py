@@ -358,11 +358,7 @@ def test_a_mismatched_inspector_is_refused_in_one_sentence(tmp_path):
 def test_the_earlier_trainers_remasking_binary_file_is_an_inspector():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "shared/fixtures/upstream/e0abd98/ckpt_remasking_binary_20.pt"
-    if not path.exists():
-        path = Path("/work/shared/fixtures/upstream/e0abd98/ckpt_remasking_binary_20.pt")
-    if not path.exists():
-        pytest.skip("the earlier trainer's fixtures are not here")
+    path = Path(__file__).resolve().parent / "fixtures/upstream/e0abd98/ckpt_remasking_binary_20.pt"
     chars65 = SamplerVocab(text_vocab_size=65, vocab_size=69, mask_id=65, cls_id=66, pad_id=67)
     inspector = Inspector.from_checkpoint(path, chars65)  # 80 rows = 65 characters + 15 reserved ids
     p = inspector.p_wrong(torch.randint(0, 65, (2, 60), generator=torch.Generator().manual_seed(0)))  # > its 48 context

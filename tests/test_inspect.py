@@ -16,7 +16,7 @@ from mmengine.inspect import describe_checkpoint, format_description, main
 from mmengine.model import GPT, GPTConfig
 
 FIXTURES = Path(os.environ.get("MMENGINE_UPSTREAM_FIXTURES",
-                               Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "upstream"))
+                               Path(__file__).resolve().parent / "fixtures" / "upstream"))
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no earlier-trainer fixtures at {FIXTURES}")
 ROOT = Path(__file__).resolve().parents[1]
 

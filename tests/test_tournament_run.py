@@ -25,7 +25,14 @@ TINY = ["--model.n_layer=1", "--model.n_embd=32", "--model.n_head=2", "--data.bl
 #: which may change), few bootstrap resamples: a run takes about a second.
 SMALL = ["--samples_per_model=6", "--length=32", "--steps=16", "--remasking=random", "--temperature=1.0",
          "--bootstrap=200"]
-UPSTREAM = Path("/work/shared/fixtures/upstream")
+UPSTREAM = Path(__file__).resolve().parent / "fixtures" / "upstream"  # the earlier trainer's real files
+
+try:
+    import matplotlib  # noqa: F401
+
+    HAVE_MATPLOTLIB = True
+except ImportError:  # an optional extra: the results go without ratings.png
+    HAVE_MATPLOTLIB = False
 
 
 def iteration_zero(source: Path, path: Path) -> Path:
@@ -102,7 +109,10 @@ def test_real_text_ranks_above_a_trained_lm_which_ranks_above_an_untrained_one(m
     assert table[0].startswith(f"judge: {kind}:") and [line.split()[1] for line in table[3:]] == names
     report = (out / "report.md").read_text()
     assert "## Standings" in report and "| ground_truth | (validation text) | {} |" in report
-    assert (out / "ratings.png").read_bytes()[:4] == b"\x89PNG"
+    if HAVE_MATPLOTLIB:
+        assert (out / "ratings.png").read_bytes()[:4] == b"\x89PNG"
+    else:
+        assert not (out / "ratings.png").exists()
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Real checkpoints of the earlier research trainer (../shared/fixtures/upstream) and nanoGPT-layout files:
+"""Real checkpoints of the earlier research trainer (tests/fixtures/upstream) and nanoGPT-layout files:
 recognised, read into mmengine's layout, mapped onto an mmengine vocabulary, with the original outputs."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from mmengine.upstream import (
 )
 
 FIXTURES = Path(os.environ.get("MMENGINE_UPSTREAM_FIXTURES",
-                               Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "upstream"))
+                               Path(__file__).resolve().parent / "fixtures" / "upstream"))
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no earlier-trainer fixtures at {FIXTURES}")
 
 SCORER = "1616e5b/ckpt_sequence_scorer_20.pt"

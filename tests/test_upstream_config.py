@@ -25,7 +25,7 @@ def convert_config(path):
     return _convert(path, TABLES)
 
 FIXTURES = Path(os.environ.get("MMENGINE_UPSTREAM_FIXTURES",
-                               Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "upstream"))
+                               Path(__file__).resolve().parent / "fixtures" / "upstream"))
 CONFIGS = FIXTURES / "configs"
 needs_fixtures = pytest.mark.skipif(not CONFIGS.is_dir(), reason=f"no earlier-trainer configs at {CONFIGS}")
 

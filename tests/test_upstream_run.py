@@ -1,4 +1,4 @@
-"""Files of the earlier research trainer (../shared/fixtures/upstream) and of nanoGPT in mmengine runs, on a nanoGPT
+"""Files of the earlier research trainer (tests/fixtures/upstream) and of nanoGPT in mmengine runs, on a nanoGPT
 ``shakespeare_char`` data dir: transfer, evaluate, resume (optimizer moments by parameter name, curriculum
 position), sampling; the converted config of that trainer trains. Nothing of their code is ever imported."""
 from __future__ import annotations
@@ -36,7 +36,7 @@ from mmengine.upstream_config import convert_config, tables_to_toml
 from mmengine.upstream_run import resume_path
 
 FIXTURES = Path(os.environ.get("MMENGINE_UPSTREAM_FIXTURES",
-                               Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "upstream"))
+                               Path(__file__).resolve().parent / "fixtures" / "upstream"))
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no earlier-trainer fixtures at {FIXTURES}")
 ROOT = Path(__file__).resolve().parents[1]
 
